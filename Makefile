@@ -1,0 +1,51 @@
+# Handshake — `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+POLICIES ?= policies
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(BIN)/handshake: pyproject.toml requirements/dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements/dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(BIN)/handshake ## create .venv with the pinned dependencies and the package
+
+run: install ## check and test the bundled policies, then evaluate a sample request
+	$(BIN)/handshake check $(POLICIES)
+	$(BIN)/handshake test $(POLICIES)
+	$(BIN)/handshake eval default --policies $(POLICIES) --input examples/requests/stranger.json --now 2026-11-22T09:00:00Z --explain
+
+lint: install ## ruff (format check + lint) and mypy --strict on service/
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+fmt: install ## format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint ## every check: lint, types, unit and property tests, bundled policy suites
+	$(BIN)/pytest
+	$(BIN)/handshake check $(POLICIES)
+	$(BIN)/handshake test $(POLICIES)
+
+bench: install ## microseconds per decision for the starter policies
+	$(BIN)/python bench/evaluate.py
+
+lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
+	uv pip compile pyproject.toml --python-version 3.11 -o requirements/runtime.lock
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: help install run lint fmt test bench lock clean

@@ -1,0 +1,217 @@
+"""The `handshake` command line (also `python -m service`).
+
+Exit codes: 0 success; 1 problems found (check) or cases failed (test); 2 bad usage or input.
+Every error is one line, `file:line:column: message` where a position is known; never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+
+from service import __version__
+from service.policy import (
+    ConnectionRequest,
+    PolicyError,
+    PolicySet,
+    UnknownPolicyError,
+    evaluate,
+    load_policies,
+)
+from service.policy.decision import Decision
+from service.policy.model import PolicyDocument
+from service.policy.request import Timestamp
+from service.policy.suite import load_suites, run_case, summary
+
+__all__ = ["main"]
+
+SCHEMAS: dict[str, type] = {
+    "policy": PolicyDocument,
+    "request": ConnectionRequest,
+    "decision": Decision,
+}
+
+
+class CommandError(Exception):
+    """A one-line error for the terminal; exit code 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"handshake: error: {exc}", file=sys.stderr)
+        return 2
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`); nothing more to say
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handshake",
+        description="Connection policies as code: check, test and evaluate policies.",
+    )
+    parser.add_argument("--version", action="version", version=f"handshake {__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    policies = argparse.ArgumentParser(add_help=False)
+    policies.add_argument(
+        "--policies",
+        metavar="DIR",
+        type=Path,
+        help="policy directory (default: $HANDSHAKE_POLICIES, else ./policies)",
+    )
+
+    check = commands.add_parser(
+        "check", parents=[policies], help="load and compile policies; list every problem"
+    )
+    check.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
+    check.add_argument("--strict", action="store_true", help="fail on warnings too")
+    check.set_defaults(run=_check)
+
+    test = commands.add_parser("test", parents=[policies], help="run the policy test suites")
+    test.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
+    test.add_argument("--filter", metavar="TEXT", help="only cases whose policy or name has TEXT")
+    test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.set_defaults(run=_test)
+
+    ev = commands.add_parser("eval", parents=[policies], help="evaluate one request; print JSON")
+    ev.add_argument("policy", metavar="POLICY", help="policy name, e.g. examples/met-or-worked")
+    ev.add_argument("--input", default="-", metavar="FILE", help="request JSON file, or - (stdin)")
+    ev.add_argument("--now", metavar="TS", help="evaluation time, RFC 3339 (default: current)")
+    ev.add_argument("--locale", metavar="L", help="reply locale, e.g. de or pt-BR")
+    ev.add_argument("--explain", action="store_true", help="add each rule tried and variables")
+    ev.set_defaults(run=_eval)
+
+    schema = commands.add_parser("schema", help="print a JSON Schema (for editors and clients)")
+    schema.add_argument("what", choices=sorted(SCHEMAS), help="which document")
+    schema.set_defaults(run=_schema)
+    return parser
+
+
+def _directory(args: argparse.Namespace) -> Path:
+    given = getattr(args, "dir", None) or args.policies
+    return Path(given or os.environ.get("HANDSHAKE_POLICIES") or "policies")
+
+
+def _load(directory: Path) -> PolicySet:
+    try:
+        return load_policies(directory)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = sum(p.severity == "error" for p in exc.problems)
+        raise CommandError(f"{directory}: {count} problem(s); nothing was evaluated") from None
+
+
+def _check(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    try:
+        policy_set = load_policies(directory)
+        cases = load_suites(directory, policy_set)
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem)
+        errors = sum(p.severity == "error" for p in exc.problems)
+        print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
+        return 1
+    for problem in policy_set.warnings:
+        print(problem)
+    warnings = len(policy_set.warnings)
+    print(
+        f"{len(policy_set.policies)} policies and {len(cases)} test cases in {directory}: "
+        f"no errors, {warnings} warning(s)"
+    )
+    return 1 if args.strict and warnings else 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    policy_set = _load(directory)
+    cases = load_suites(directory, policy_set)
+    if args.filter:
+        cases = [c for c in cases if args.filter in c.title]
+    results = [run_case(policy_set, case) for case in cases]
+    for result in results:
+        where = f"{result.case.file}:{result.case.line}"
+        if result.failures:
+            print(f"FAIL {where} {result.case.title}")
+            for failure in result.failures:
+                print(f"     {failure}")
+        elif args.verbose:
+            print(f"ok   {where} {result.case.title}")
+    passed, failed = summary(results)
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not results else 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    policy_set = _load(_directory(args))
+    request = _read_request(args.input)
+    now = _timestamp(args.now) if args.now else datetime.now(UTC)
+    try:
+        decision = evaluate(
+            policy_set, args.policy, request, now=now, locale=args.locale, explain=args.explain
+        )
+    except UnknownPolicyError as exc:
+        raise CommandError(str(exc)) from None
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(decision), indent=2).decode() + "\n")
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    schema = msgspec.json.schema(SCHEMAS[args.what])
+    sys.stdout.write(msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n")
+    return 0
+
+
+def _read_request(name: str) -> ConnectionRequest:
+    try:
+        raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"{name}: cannot read: {exc.strerror}") from None
+    shown = "<stdin>" if name == "-" else name
+    try:
+        return msgspec.json.decode(raw, type=ConnectionRequest)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        where = f" {path.rstrip('`')}:" if path else ""
+        raise CommandError(f"{shown}:{where} {message[:1].lower()}{message[1:]}") from None
+    except msgspec.DecodeError as exc:
+        raise CommandError(f"{shown}: {_json_error(raw, str(exc))}") from None
+
+
+def _json_error(raw: bytes, message: str) -> str:
+    """msgspec says `(byte N)`; people want line:column."""
+    head, _, tail = message.partition("(byte ")
+    if not tail:
+        return f"invalid JSON: {message}"
+    offset = int(tail.rstrip(")"))
+    line = raw.count(b"\n", 0, offset) + 1
+    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+    return f"{line}:{column}: invalid JSON: {head.strip().lower()}"
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return msgspec.convert(text, Timestamp)
+    except msgspec.ValidationError:
+        raise CommandError(
+            f"--now: `{text}` is not an RFC 3339 timestamp with a time zone"
+        ) from None

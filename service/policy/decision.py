@@ -1,0 +1,61 @@
+"""What an evaluation returns. These Structs are also the body of the HTTP answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from service.policy.model import Decision as DecisionValue
+
+__all__ = ["Decision", "PolicyRef", "Reply", "RuleError", "RuleTrace", "Trace", "VariableTrace"]
+
+
+class Out(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Output Structs omit optional members that were not set (e.g. `trace`)."""
+
+
+class Reply(Out, frozen=True, kw_only=True):
+    locale: str
+    text: str
+
+
+class RuleError(Out, frozen=True, kw_only=True):
+    rule: str | None  # None: the default's templates
+    message: str
+
+
+class PolicyRef(Out, frozen=True, kw_only=True):
+    name: str
+    revision: str | None  # git commit of the policy directory, when known
+    digest: str
+
+
+class RuleTrace(Out, frozen=True, kw_only=True):
+    rule: str
+    matched: bool
+    error: str | None = None
+
+
+class VariableTrace(Out, frozen=True, kw_only=True):
+    value: Any = None
+    error: str | None = None
+
+
+class Trace(Out, frozen=True, kw_only=True):
+    rules: list[RuleTrace]
+    variables: dict[str, VariableTrace]
+
+
+class Decision(Out, frozen=True, kw_only=True):
+    decision: DecisionValue
+    rule: str | None  # None: no rule matched and the default applied
+    rationale: str
+    reply: Reply | None
+    outputs: dict[str, Any]
+    errors: list[RuleError]
+    policy: PolicyRef
+    decision_id: str
+    evaluated_at: datetime
+    trace: Trace | None = None

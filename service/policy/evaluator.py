@@ -1,0 +1,158 @@
+"""evaluate(policy set, policy name, request, now) -> Decision. Pure, total and deterministic.
+
+Rules are tried in order and the first whose `when` is true decides; otherwise the default
+does. A condition that fails (a missing field, a type error) does not match: the failure is
+reported in `errors`, and with `on_error: default` evaluation stops there and the default
+decides. A template that fails never blocks the decision: the failure is reported, a reply
+that cannot be rendered is left out (null), a rationale falls back to its template text, and
+an output becomes null.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import msgspec
+
+from service.policy.cel import EvalError, LazyMap, from_cel, type_name
+from service.policy.compiler import (
+    CompiledOutcome,
+    CompiledPolicy,
+    PolicySet,
+    activation,
+    request_to_cel,
+)
+from service.policy.decision import (
+    Decision,
+    PolicyRef,
+    Reply,
+    RuleError,
+    RuleTrace,
+    Trace,
+    VariableTrace,
+)
+from service.policy.request import ConnectionRequest
+from service.policy.wording import choose_locale
+
+__all__ = ["decision_id", "evaluate"]
+
+_NAMESPACE = uuid.UUID("6f0c5e0a-3c2e-4d59-9d38-2b1f8f2f6a11")
+
+
+def decision_id(
+    policy_set: PolicySet,
+    policy: str,
+    request: ConnectionRequest,
+    now: datetime,
+    locale: str | None,
+) -> str:
+    """A UUID derived from everything that determines the decision, so replays are identical."""
+    key = b"\n".join(
+        [
+            (policy_set.revision or "").encode(),
+            policy_set.digest.encode(),
+            policy.encode(),
+            now.isoformat().encode(),
+            (locale or "").encode(),
+            msgspec.json.encode(request),
+        ]
+    )
+    return str(uuid.uuid5(_NAMESPACE, key.hex()))
+
+
+def evaluate(
+    policy_set: PolicySet,
+    policy_name: str,
+    request: ConnectionRequest,
+    *,
+    now: datetime,
+    locale: str | None = None,
+    explain: bool = False,
+    id: str | None = None,
+) -> Decision:
+    """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
+    policy = policy_set.get(policy_name)
+    now = now.astimezone(UTC)
+    names, variables = activation(policy, request_to_cel(request), now)
+    errors: list[RuleError] = []
+    steps: list[RuleTrace] = []
+
+    rule_id: str | None = None
+    outcome = policy.default
+    for rule in policy.rules:
+        try:
+            result = rule.when.run(names)
+            if type_name(result) != "bool":
+                raise EvalError(f"condition returned a {type_name(result)}, not a bool")
+        except EvalError as exc:
+            errors.append(RuleError(rule=rule.id, message=str(exc)))
+            steps.append(RuleTrace(rule=rule.id, matched=False, error=str(exc)))
+            if policy.document.on_error == "default":
+                break
+            continue
+        steps.append(RuleTrace(rule=rule.id, matched=bool(result)))
+        if result:
+            rule_id, outcome = rule.id, rule.outcome
+            break
+
+    rationale, reply, outputs = _render(policy, outcome, rule_id, names, locale, errors)
+    return Decision(
+        decision=outcome.decision,  # type: ignore[arg-type]
+        rule=rule_id,
+        rationale=rationale,
+        reply=reply,
+        outputs=outputs,
+        errors=errors,
+        policy=PolicyRef(name=policy.name, revision=policy_set.revision, digest=policy_set.digest),
+        decision_id=id or decision_id(policy_set, policy.name, request, now, locale),
+        evaluated_at=now,
+        trace=Trace(rules=steps, variables=_variables(variables)) if explain else None,
+    )
+
+
+def _render(
+    policy: CompiledPolicy,
+    outcome: CompiledOutcome,
+    rule_id: str | None,
+    names: dict[str, object],
+    locale: str | None,
+    errors: list[RuleError],
+) -> tuple[str, Reply | None, dict[str, object]]:
+    """Render only the deciding outcome's templates; failures go to `errors`."""
+
+    def failed(what: str, exc: EvalError) -> None:
+        errors.append(RuleError(rule=rule_id, message=f"{what}: {exc}"))
+
+    try:
+        rationale = outcome.rationale.render(names)
+    except EvalError as exc:
+        failed("rationale", exc)
+        rationale = outcome.rationale.source
+
+    reply = None
+    chosen = choose_locale(outcome.reply, locale, policy.document.default_locale)
+    if chosen is not None:
+        try:
+            reply = Reply(locale=chosen, text=outcome.reply[chosen].render(names))
+        except EvalError as exc:
+            failed(f"reply.{chosen}", exc)
+
+    outputs: dict[str, object] = {}
+    for key, template in outcome.outputs.items():
+        try:
+            outputs[key] = template.render_value(names)
+        except EvalError as exc:
+            failed(f"outputs.{key}", exc)
+            outputs[key] = None
+    return rationale, reply, outputs
+
+
+def _variables(variables: LazyMap) -> dict[str, VariableTrace]:
+    traced = {}
+    for name, value in sorted(variables.evaluated().items()):
+        try:
+            traced[name] = VariableTrace(value=from_cel(value))
+        except EvalError as exc:
+            traced[name] = VariableTrace(error=str(exc))
+    return traced

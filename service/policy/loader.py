@@ -1,0 +1,159 @@
+"""Policy directory -> compiled `PolicySet`. The only file I/O in the core.
+
+A policy is `<dir>/<name>.yaml`; `*_test.yaml` files beside them are test suites, and
+directories whose names start with `.` are skipped. Every problem in every file is gathered
+before anything is raised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
+
+from service.policy.compiler import CompiledPolicy, PolicySet, compile_policy
+from service.policy.errors import PolicyError, Problem, did_you_mean
+from service.policy.model import DECISIONS, PolicyDocument, Rule
+from service.policy.model import Outcome as DefaultOutcome
+from service.policy.source import Source, parse_path, parse_source
+
+__all__ = ["SUITE_SUFFIX", "load_policies", "policy_files", "validate"]
+
+SUITE_SUFFIX = "_test.yaml"
+T = TypeVar("T")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_AT = re.compile(r" - at `(\$[^`]*)`$")
+_BAD_VALUE = re.compile(r"^Invalid enum value '([^']*)'$")
+_ENUMS = (*DECISIONS, "skip", "default")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`$")
+
+
+def policy_files(directory: Path, *, suites: bool = False) -> list[Path]:
+    """The policy files (or, with `suites`, the suite files) below `directory`, sorted."""
+    found = []
+    for path in sorted(directory.rglob("*.yaml")):
+        relative = path.relative_to(directory)
+        if any(part.startswith(".") for part in relative.parts) or not path.is_file():
+            continue
+        if path.name.endswith(SUITE_SUFFIX) == suites:
+            found.append(path)
+    return found
+
+
+def display(directory: Path, path: Path) -> str:
+    return str(directory / path.relative_to(directory))
+
+
+def load_policies(directory: Path, *, revision: str | None = None) -> PolicySet:
+    """Load and compile every policy below `directory`; raise `PolicyError` listing them all."""
+    if not directory.is_dir():
+        raise PolicyError([Problem(file=str(directory), message="no such policy directory")])
+    problems: list[Problem] = []
+    policies: dict[str, CompiledPolicy] = {}
+    digest = hashlib.sha256()
+    for path in policy_files(directory):
+        relative = path.relative_to(directory).as_posix()
+        name = relative.removesuffix(".yaml")
+        shown = display(directory, path)
+        if not _NAME.match(name):
+            problems.append(
+                Problem(file=shown, message=f"policy name `{name}` may use only A-Z a-z 0-9 . _ -")
+            )
+            continue
+        try:
+            raw = path.read_bytes()
+            digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)
+            source = parse_source(raw, shown)
+        except OSError as exc:
+            problems.append(Problem(file=shown, message=f"cannot read: {exc.strerror}"))
+            continue
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+            continue
+        document, found = validate(source, PolicyDocument)
+        problems.extend(found)
+        indices = None
+        if document is None:  # still compile the valid parts, to report their problems too
+            document, indices = _salvage(source)
+            if document is None:
+                continue
+        policy, found = compile_policy(name, source, document, rule_indices=indices)
+        problems.extend(found)
+        if policy is not None and indices is None:
+            policies[name] = policy
+    if any(p.severity == "error" for p in problems):
+        raise PolicyError(problems)
+    return PolicySet(
+        policies=policies,
+        digest=f"sha256:{digest.hexdigest()}",
+        revision=revision,
+        warnings=tuple(problems),
+    )
+
+
+def validate(source: Source, kind: type[T]) -> tuple[T | None, list[Problem]]:
+    """Convert a parsed document to `kind`, gathering one problem per invalid rule."""
+    try:
+        return msgspec.convert(source.data, kind), []
+    except msgspec.ValidationError as exc:
+        problems = [_schema_problem(source, str(exc), ())]
+    if kind is PolicyDocument and isinstance(source.data, dict):
+        # msgspec stops at the first error; validate rules and the default one by one.
+        rules = source.data.get("rules")
+        parts: list[tuple[tuple[str | int, ...], Any, type]] = []
+        if isinstance(rules, list):
+            parts += [(("rules", i), rule, Rule) for i, rule in enumerate(rules)]
+        if "default" in source.data:
+            parts.append((("default",), source.data["default"], DefaultOutcome))
+        for prefix, data, part_kind in parts:
+            try:
+                msgspec.convert(data, part_kind)
+            except msgspec.ValidationError as exc:
+                problems.append(_schema_problem(source, str(exc), prefix))
+    return None, problems
+
+
+def _salvage(source: Source) -> tuple[PolicyDocument | None, list[int] | None]:
+    """The document without its invalid rules, and the original index of each kept rule."""
+    data = source.data
+    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+        return None, None
+    kept = [i for i, rule in enumerate(data["rules"]) if _valid(rule, Rule)]
+    try:
+        salvaged = msgspec.convert(
+            {**data, "rules": [data["rules"][i] for i in kept]}, PolicyDocument
+        )
+    except msgspec.ValidationError:
+        return None, None
+    return salvaged, kept
+
+
+def _valid(data: Any, kind: type) -> bool:
+    try:
+        msgspec.convert(data, kind)
+    except msgspec.ValidationError:
+        return False
+    return True
+
+
+def _schema_problem(source: Source, message: str, prefix: tuple[str | int, ...]) -> Problem:
+    path = prefix
+    if match := _AT.search(message):
+        path = (*prefix, *parse_path(match.group(1)))
+        message = message[: match.start()]
+    key = None
+    if match := _BAD_VALUE.match(message):
+        message = f"invalid value `{match.group(1)}`{did_you_mean(match.group(1), _ENUMS)}"
+    elif match := _UNKNOWN_FIELD.match(message):
+        key = match.group(1)
+        message = f"unknown field `{key}`{did_you_mean(key, _KNOWN_KEYS)}"
+    message = message[:1].lower() + message[1:]
+    return source.problem(path, message, key=key)
+
+
+_KNOWN_KEYS = {
+    f.encode_name for struct in (PolicyDocument, Rule) for f in msgspec.structs.fields(struct)
+}

@@ -1,0 +1,83 @@
+"""The policy file format as msgspec Structs: the single source of truth for its schema.
+
+`handshake schema` prints the JSON Schema generated from `PolicyDocument`, for editors.
+Strings that hold CEL (`when`, variables) and templates (`rationale`, `reply`, `outputs`) are
+plain strings here; the compiler turns them into programs.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from service.policy.request import Base
+
+__all__ = [
+    "DECISIONS",
+    "RESERVED_RULE_ID",
+    "Decision",
+    "Outcome",
+    "PolicyDocument",
+    "Rule",
+]
+
+Decision = Literal["accept", "decline", "ignore", "defer"]
+DECISIONS: tuple[str, ...] = typing.get_args(Decision)
+
+# Test suites say `rule: default` when they expect the default to decide.
+RESERVED_RULE_ID = "default"
+
+Identifier = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64, description="A CEL identifier"
+    ),
+]
+RuleId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=64,
+        description="Unique within the policy; `default` is reserved",
+    ),
+]
+Locale = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="A BCP 47 language tag such as `en` or `pt-BR`",
+    ),
+]
+Expression = Annotated[str, msgspec.Meta(min_length=1, description="A CEL expression")]
+Template = Annotated[
+    str, msgspec.Meta(description="Text with `{{ <CEL expression> }}` placeholders")
+]
+
+
+class Outcome(Base, frozen=True, kw_only=True):
+    """What a decision says: shared by rules and the default."""
+
+    decision: Decision
+    rationale: Template
+    reply: dict[Locale, Template] = {}
+    outputs: dict[Identifier, Template] = {}
+
+
+class Rule(Outcome, frozen=True, kw_only=True):
+    id: RuleId
+    description: str = ""
+    when: Expression | bool  # `when: true` is written unquoted in YAML
+
+
+class PolicyDocument(Base, frozen=True, kw_only=True):
+    api_version: Literal["handshake/v1"] = msgspec.field(name="apiVersion")
+    kind: Literal["ConnectionPolicy"]
+    description: str = ""
+    default_locale: Locale = "en"
+    on_error: Literal["skip", "default"] = "skip"
+    params: dict[Identifier, Any] = {}
+    variables: dict[Identifier, Expression | bool] = {}
+    rules: list[Rule] = []
+    default: Outcome

@@ -1,0 +1,154 @@
+"""What a CEL expression refers to, read from its parse tree without evaluating it.
+
+The compiler uses this to check names, fields and functions against the request schema before
+anything is deployed: cel-python has no type checker of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lark
+
+from service.policy.cel import MACROS
+
+__all__ = ["Call", "Misuse", "Reference", "references"]
+
+_COMPREHENSIONS = MACROS - {"has"}
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """A dotted name such as `request.relationship.met_in_person`; a position per segment."""
+
+    path: tuple[str, ...]
+    positions: tuple[tuple[int, int], ...]  # 1-based (line, column) inside the expression
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    name: str
+    method: bool
+    position: tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Misuse:
+    message: str
+    position: tuple[int, int]
+
+
+Found = Reference | Call | Misuse
+Tree = lark.Tree[lark.Token]
+Node = Tree | lark.Token
+
+
+def references(tree: Tree) -> list[Found]:
+    return list(_visit(tree, frozenset()))
+
+
+def _visit(node: Node, scope: frozenset[str]) -> Iterator[Found]:
+    if isinstance(node, lark.Token):
+        return
+    kind = node.data
+    if kind in ("member_dot", "ident", "dot_ident"):
+        yield from _dotted(node, scope)
+    elif kind == "member_dot_arg":
+        yield from _method(node, scope)
+    elif kind in ("ident_arg", "dot_ident_arg"):
+        yield from _function(node, scope)
+    elif kind == "member_object":
+        yield Misuse("message construction is not supported", _at(node))
+    else:
+        for child in node.children:
+            if child is not None:
+                yield from _visit(child, scope)
+
+
+def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
+    """A chain of field selections; checked only when it starts at a name."""
+    names: list[lark.Token] = []
+    current: Node = node
+    while isinstance(current, lark.Tree):
+        if current.data == "member_dot":
+            names.append(_token(current.children[1]))
+            current = current.children[0]
+        elif current.data in ("member", "primary") and len(current.children) == 1:
+            current = current.children[0]
+        elif current.data in ("ident", "dot_ident"):
+            names.append(_token(current.children[0]))
+            break
+        else:  # a call, index or literal: check inside it, but not the fields selected on it
+            yield from _visit(current, scope)
+            return
+    names.reverse()
+    if names[0].value not in scope:
+        yield Reference(
+            tuple(token.value for token in names),
+            tuple((token.line or 1, token.column or 1) for token in names),
+        )
+
+
+def _method(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
+    target, name = node.children[0], _token(node.children[1])
+    args = _args(node.children[2] if len(node.children) > 2 else None)
+    yield from _visit(target, scope)
+    if name.value in _COMPREHENSIONS:
+        variable = _bare_name(args[0]) if args else None
+        if variable is None or len(args) != 2:
+            yield Misuse(f"`{name.value}` takes a variable name and an expression", _at(node))
+            return
+        yield from _visit(args[1], scope | {variable})
+        return
+    yield Call(name.value, True, (name.line or 1, name.column or 1))
+    for arg in args:
+        yield from _visit(arg, scope)
+
+
+def _function(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
+    name = _token(node.children[0])
+    args = _args(node.children[1] if len(node.children) > 1 else None)
+    if name.value == "has":
+        if len(args) != 1 or not _is_selection(args[0]):
+            yield Misuse("`has` takes one field selection, e.g. `has(request.message)`", _at(node))
+    else:
+        yield Call(name.value, False, (name.line or 1, name.column or 1))
+    for arg in args:
+        yield from _visit(arg, scope)
+
+
+def _args(exprlist: Node | None) -> list[Tree]:
+    if not isinstance(exprlist, lark.Tree):
+        return []
+    return [c for c in exprlist.children if isinstance(c, lark.Tree)]
+
+
+def _token(node: Node) -> lark.Token:
+    if not isinstance(node, lark.Token):  # the grammar puts a token here
+        raise TypeError(f"expected a token, got {node!r}")
+    return node
+
+
+def _unwrap(node: Node) -> Node:
+    """Descend through single-child wrappers (expr -> conditionalor -> ... -> member)."""
+    while isinstance(node, lark.Tree) and len(node.children) == 1:
+        node = node.children[0]
+    return node
+
+
+def _bare_name(node: Tree) -> str | None:
+    inner = _unwrap(node)
+    if isinstance(inner, lark.Token) and inner.type == "IDENT":
+        return str(inner.value)
+    return None
+
+
+def _is_selection(node: Tree) -> bool:
+    inner = _unwrap(node)
+    return isinstance(inner, lark.Tree) and inner.data == "member_dot"
+
+
+def _at(node: Tree) -> tuple[int, int]:
+    meta = node.meta
+    return (getattr(meta, "line", 1), getattr(meta, "column", 1))

@@ -1,0 +1,136 @@
+"""The connection request: what a policy's CEL sees as `request`.
+
+These Structs are the schema of the core's input and, unchanged, the HTTP contract. Every string
+and list is bounded so that one request has a bounded cost to decode and evaluate. A field that
+is `None` was not sent: the CEL view omits it, so `has(request.requester.headline)` is false.
+"""
+
+from __future__ import annotations
+
+import typing
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+__all__ = [
+    "KNOWN_VIA",
+    "ConnectionRequest",
+    "Person",
+    "Relationship",
+]
+
+
+class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Immutable, keyword-only, and strict about unknown fields (a typo is an error)."""
+
+
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="An opaque identifier")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=200)]
+Platform = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+        description="A network's short name, lowercase",
+        examples=["linkedin", "xing"],
+    ),
+]
+Timestamp = Annotated[
+    datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a time zone")
+]
+Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
+Note = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=2000,
+        description='The personal note; "" when the default invitation text was sent',
+    ),
+]
+
+KnownVia = Literal[
+    "friend",
+    "family",
+    "colleague",
+    "classmate",
+    "client",
+    "recruiter",
+    "event",
+    "online",
+    "unknown",
+]
+KNOWN_VIA: tuple[str, ...] = typing.get_args(KnownVia)
+
+# Free-form attributes are bounded here because msgspec cannot constrain `Any` values.
+ATTRIBUTES_MAX_DEPTH = 8
+ATTRIBUTES_MAX_NODES = 1000
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class Person(Base, frozen=True, kw_only=True):
+    id: Id | None = None
+    name: Name
+    headline: Annotated[str, msgspec.Meta(max_length=300)] | None = None
+    industry: Text | None = None
+    function: Text | None = None
+    region: Text | None = None
+    company: Text | None = None
+    has_photo: bool
+    connection_count: Count | None = None
+    connection_limit: Count | None = None
+    last_active_at: Timestamp | None = None
+
+
+class Relationship(Base, frozen=True, kw_only=True):
+    met_in_person: bool = False
+    worked_together: bool = False
+    shared_employers: Annotated[list[Text], msgspec.Meta(max_length=50)] = []
+    mutual_connections: Count = 0
+    last_interaction_at: Timestamp | None = None
+    known_via: KnownVia | None = None
+    connected_elsewhere: Annotated[list[Platform], msgspec.Meta(max_length=20)] = []
+
+
+class ConnectionRequest(Base, frozen=True, kw_only=True):
+    id: Id | None = None
+    platform: Platform = "linkedin"
+    received_at: Timestamp | None = None
+    message: Note = ""
+    requester: Person
+    recipient: Person
+    relationship: Relationship = msgspec.field(default_factory=Relationship)
+    attributes: Annotated[
+        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], Any],
+        msgspec.Meta(
+            max_length=50,
+            description=(
+                "Free-form team data, read as `request.attributes.<key>`; JSON values, at most "
+                f"{ATTRIBUTES_MAX_DEPTH} levels deep and {ATTRIBUTES_MAX_NODES} values in all"
+            ),
+        ),
+    ] = {}
+
+    def __post_init__(self) -> None:
+        _check_attributes(self.attributes)
+
+
+def _check_attributes(value: Any) -> None:
+    """Bound the free-form part: depth, size, and integers that CEL can represent."""
+    nodes = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > ATTRIBUTES_MAX_NODES:
+            raise ValueError(f"`attributes` holds more than {ATTRIBUTES_MAX_NODES} values")
+        if depth > ATTRIBUTES_MAX_DEPTH:
+            raise ValueError(f"`attributes` is nested deeper than {ATTRIBUTES_MAX_DEPTH} levels")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, int) and not isinstance(item, bool):
+            if not _INT64[0] <= item <= _INT64[1]:
+                raise ValueError("`attributes` holds an integer outside the 64-bit range")
+        elif isinstance(item, str) and len(item) > 2000:
+            raise ValueError("`attributes` holds a string longer than 2000 characters")

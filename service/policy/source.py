@@ -1,0 +1,220 @@
+"""YAML documents that remember where each value came from, for file:line:column errors.
+
+The YAML dialect is YAML 1.2's core schema for booleans (only `true`/`false`: a locale named
+`no` stays a string) and timestamps stay strings (the schema parses them, with time zones).
+Duplicate keys are errors, not silently "last one wins".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from service.policy.errors import PolicyError, Problem
+
+__all__ = ["JsonPath", "Source", "format_path", "parse_path", "parse_source", "read_source"]
+
+JsonPath = tuple[str | int, ...]
+
+_Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BOOL = "tag:yaml.org,2002:bool"
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _Loader(_Base):  # type: ignore[misc]  # a YAML 1.2-style dialect, see the docstring
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+        for first, resolvers in _Base.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One parsed YAML file: its data and the node tree that knows positions."""
+
+    file: str  # the path as shown to people
+    text: str
+    data: Any
+    root: yaml.Node | None
+
+    def locate(self, path: JsonPath, key: str | None = None) -> tuple[int, int]:
+        """1-based (line, column) of the value at `path`, or of `key` inside it when given.
+
+        A path that does not exist resolves to its nearest existing ancestor.
+        """
+        node = self.root
+        if node is None:
+            return (1, 1)
+        for segment in path:
+            child = _child(node, segment)
+            if child is None:
+                break
+            node = child
+        if key is not None and isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.value == key:
+                    node = key_node
+                    break
+        return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+    def locate_in_scalar(self, path: JsonPath, line: int, column: int) -> tuple[int, int]:
+        """Map a (line, column) inside a scalar's text to a position in the file.
+
+        Exact for plain and quoted one-line scalars; for block scalars the line is exact and
+        the column is the block's indentation plus the column.
+        """
+        node = self.root
+        for segment in path:
+            node = _child(node, segment) if node is not None else None
+        if not isinstance(node, yaml.ScalarNode):
+            return self.locate(path)
+        start = node.start_mark
+        if node.style in ("|", ">"):
+            indent = _block_indent(self.text, start.line + 1)
+            return (start.line + 1 + line, indent + column)
+        quote = 1 if node.style in ("'", '"') else 0
+        if line == 1:
+            return (start.line + 1, start.column + 1 + quote + column - 1)
+        return (start.line + line, column)
+
+    def problem(
+        self,
+        path: JsonPath,
+        message: str,
+        *,
+        severity: Literal["error", "warning"] = "error",
+        position: tuple[int, int] | None = None,
+        key: str | None = None,
+    ) -> Problem:
+        line, column = position or self.locate(path, key)
+        return Problem(
+            file=self.file,
+            line=line,
+            column=column,
+            path=format_path(path),
+            message=message,
+            severity=severity,
+        )
+
+
+def read_source(path: Path, display: str) -> Source:
+    """Read and parse one YAML file; raise `PolicyError` with one located problem if unreadable."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError([Problem(file=display, message=f"cannot read: {exc.strerror}")]) from None
+    return parse_source(raw, display)
+
+
+def parse_source(raw: bytes, display: str) -> Source:
+    """Parse YAML bytes; raise `PolicyError` with the located problems if it is not valid YAML."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise PolicyError(
+            [Problem(file=display, line=line, message=f"invalid UTF-8 at byte {exc.start}")]
+        ) from None
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        duplicates = list(_duplicate_keys(root, set()))
+        if duplicates:
+            raise PolicyError(
+                Problem(
+                    file=display,
+                    line=node.start_mark.line + 1,
+                    column=node.start_mark.column + 1,
+                    message=f"duplicate key `{node.value}`",
+                )
+                for node in duplicates
+            )
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        problem = (exc.problem or exc.context or "cannot parse").strip()
+        raise PolicyError(
+            [Problem(file=display, line=line, column=column, message=f"invalid YAML: {problem}")]
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PolicyError([Problem(file=display, message=f"invalid YAML: {exc}")]) from None
+    finally:
+        loader.dispose()
+    return Source(file=display, text=text, data=data, root=root)
+
+
+def _child(node: yaml.Node, segment: str | int) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(segment):
+                return value_node  # type: ignore[no-any-return]
+    elif (
+        isinstance(node, yaml.SequenceNode)
+        and isinstance(segment, int)
+        and 0 <= segment < len(node.value)
+    ):
+        return node.value[segment]  # type: ignore[no-any-return]
+    return None
+
+
+def _duplicate_keys(node: yaml.Node, seen: set[int]) -> Iterator[yaml.Node]:
+    if id(node) in seen:  # aliases share nodes; visit each once
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: set[str] = set()
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in keys:
+                    yield key_node
+                keys.add(key_node.value)
+            yield from _duplicate_keys(value_node, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from _duplicate_keys(item, seen)
+
+
+def _block_indent(text: str, header_line: int) -> int:
+    """Indentation of the first content line after a block scalar's header (0-based line)."""
+    lines = text.splitlines()
+    for line in lines[header_line : header_line + 50]:
+        if line.strip():
+            return len(line) - len(line.lstrip(" "))
+    return 0
+
+
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[(?:\"|')?([^\]\"']*)(?:\"|')?\]")
+
+
+def parse_path(text: str) -> JsonPath:
+    """`$.rules[1].when` -> ("rules", 1, "when")."""
+    segments: list[str | int] = []
+    for name, index, quoted in _PATH_TOKEN.findall(text.removeprefix("$")):
+        if index:
+            segments.append(int(index))
+        else:
+            segments.append(name or quoted)
+    return tuple(segments)
+
+
+def format_path(path: JsonPath) -> str:
+    out = "$"
+    for segment in path:
+        if isinstance(segment, int):
+            out += f"[{segment}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", segment):
+            out += f".{segment}"
+        else:
+            out += f"[{segment!r}]"
+    return out
