@@ -1,0 +1,52 @@
+"""Turns the YAML tables under tests/cases/ into pytest parameters.
+
+- `cases/evaluator/*.yaml`: an inline `policy` plus suite-style `cases`; each case runs through
+  the real pipeline (files on disk -> loader -> compiler -> evaluator -> suite comparison).
+- `cases/compiler/*.yaml`: a list of broken policy trees (`files`) and the exact `problems`
+  the loader must report (file, line, column, JSON path, message, severity).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+CASES = Path(__file__).parent / "cases"
+POLICIES = Path(__file__).parent.parent / "policies"
+
+
+def _yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def evaluator_bundles() -> list[Any]:
+    return [
+        pytest.param(path, id=path.stem) for path in sorted((CASES / "evaluator").glob("*.yaml"))
+    ]
+
+
+def compiler_cases() -> list[Any]:
+    params = []
+    for path in sorted((CASES / "compiler").glob("*.yaml")):
+        for case in _yaml(path):
+            params.append(pytest.param(case, id=f"{path.stem}: {case['name']}"))
+    return params
+
+
+@pytest.fixture
+def write_tree(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write {relative path: text} under a fresh directory and return it."""
+
+    def write(files: dict[str, str]) -> Path:
+        root = tmp_path / "policies"
+        for name, text in files.items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        root.mkdir(exist_ok=True)
+        return root
+
+    return write
