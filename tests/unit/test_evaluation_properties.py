@@ -1,0 +1,78 @@
+"""Evaluation is total (always a decision, never an exception) and deterministic."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies
+from service.policy.model import DECISIONS
+from tests.conftest import POLICIES
+from tests.strategies import LOCALES, NOW, REQUESTS
+
+
+@cache
+def bundled() -> PolicySet:
+    return load_policies(POLICIES)
+
+
+POLICY_NAMES = st.sampled_from(sorted(bundled().policies))
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=POLICY_NAMES, request=REQUESTS, now=NOW, locale=LOCALES, explain=st.booleans())
+def test_evaluation_is_total_and_deterministic(
+    name: str, request: ConnectionRequest, now: datetime, locale: str | None, explain: bool
+) -> None:
+    policy_set = bundled()
+    policy = policy_set.policies[name]
+    first = evaluate(policy_set, name, request, now=now, locale=locale, explain=explain)
+
+    assert first.decision in DECISIONS
+    assert first.rule in {rule.id for rule in policy.rules} | {None}
+    if first.rule is None:
+        assert first.decision == policy.default.decision
+    assert first.evaluated_at == now
+    for error in first.errors:
+        assert error.message
+
+    # Same input, same output, byte for byte; also after a JSON round trip of the request.
+    again = evaluate(policy_set, name, request, now=now, locale=locale, explain=explain)
+    assert msgspec.json.encode(again) == msgspec.json.encode(first)
+    decoded = msgspec.json.decode(msgspec.json.encode(request), type=ConnectionRequest)
+    replayed = evaluate(policy_set, name, decoded, now=now, locale=locale, explain=explain)
+    assert msgspec.json.encode(replayed) == msgspec.json.encode(first)
+
+
+@settings(max_examples=100, deadline=None)
+@given(request=REQUESTS, now=NOW)
+def test_different_requests_get_different_decision_ids(
+    request: ConnectionRequest, now: datetime
+) -> None:
+    policy_set = bundled()
+    other = msgspec.structs.replace(request, id=(request.id or "") + "-other")
+    first = evaluate(policy_set, "default", request, now=now)
+    second = evaluate(policy_set, "default", other, now=now)
+    assert first.decision_id != second.decision_id
+
+
+@cache
+def hostile() -> PolicySet:
+    return load_policies(POLICIES.parent / "tests" / "cases" / "hostile")
+
+
+@settings(max_examples=300, deadline=None)
+@given(request=REQUESTS, now=NOW, locale=LOCALES)
+def test_evaluation_is_total_under_a_hostile_policy(
+    request: ConnectionRequest, now: datetime, locale: str | None
+) -> None:
+    policy_set = hostile()
+    first = evaluate(policy_set, "hostile", request, now=now, locale=locale, explain=True)
+    again = evaluate(policy_set, "hostile", request, now=now, locale=locale, explain=True)
+    assert msgspec.json.encode(again) == msgspec.json.encode(first)
+    assert first.trace is not None
+    assert len(first.trace.rules) >= 1
