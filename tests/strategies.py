@@ -13,8 +13,9 @@ from service.policy.request import KNOWN_VIA, ConnectionRequest
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 NAME = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
 PLATFORM = st.sampled_from(["linkedin", "xing", "github", "instagram", "facebook", "whatsapp"])
-ZONE = st.builds(
-    timezone, st.timedeltas(min_value=timedelta(hours=-14), max_value=timedelta(hours=14))
+# RFC 3339 offsets are whole minutes, as in any JSON a client can send.
+ZONE = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
 )
 TIMESTAMP = st.datetimes(
     min_value=datetime(1971, 1, 1), max_value=datetime(2099, 12, 31), timezones=ZONE
