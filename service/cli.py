@@ -27,7 +27,7 @@ from service.policy import (
 )
 from service.policy.decision import Decision
 from service.policy.model import PolicyDocument
-from service.policy.request import Timestamp
+from service.policy.request import InputError, Timestamp, decode_request
 from service.policy.suite import load_suites, run_case, summary
 
 __all__ = ["main"]
@@ -186,26 +186,11 @@ def _read_request(name: str) -> ConnectionRequest:
         raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:
         raise CommandError(f"{name}: cannot read: {exc.strerror}") from None
-    shown = "<stdin>" if name == "-" else name
     try:
-        return msgspec.json.decode(raw, type=ConnectionRequest)
-    except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        where = f" {path.rstrip('`')}:" if path else ""
-        raise CommandError(f"{shown}:{where} {message[:1].lower()}{message[1:]}") from None
-    except msgspec.DecodeError as exc:
-        raise CommandError(f"{shown}: {_json_error(raw, str(exc))}") from None
-
-
-def _json_error(raw: bytes, message: str) -> str:
-    """msgspec says `(byte N)`; people want line:column."""
-    head, _, tail = message.partition("(byte ")
-    if not tail:
-        return f"invalid JSON: {message}"
-    offset = int(tail.rstrip(")"))
-    line = raw.count(b"\n", 0, offset) + 1
-    column = offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
-    return f"{line}:{column}: invalid JSON: {head.strip().lower()}"
+        return decode_request(raw)
+    except InputError as exc:
+        shown = "<stdin>" if name == "-" else name
+        raise CommandError(f"{shown}:{'' if exc.at else ' '}{exc}") from None
 
 
 def _timestamp(text: str) -> datetime:

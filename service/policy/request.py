@@ -16,8 +16,10 @@ import msgspec
 __all__ = [
     "KNOWN_VIA",
     "ConnectionRequest",
+    "InputError",
     "Person",
     "Relationship",
+    "decode_request",
 ]
 
 
@@ -134,3 +136,39 @@ def _check_attributes(value: Any) -> None:
                 raise ValueError("`attributes` holds an integer outside the 64-bit range")
         elif isinstance(item, str) and len(item) > 2000:
             raise ValueError("`attributes` holds a string longer than 2000 characters")
+
+
+class InputError(ValueError):
+    """Request bytes that are not valid UTF-8 JSON, or that break the schema."""
+
+    def __init__(self, message: str, *, path: str | None = None, at: tuple[int, int] | None = None):
+        self.message, self.path, self.at = message, path, at
+        where = f"{at[0]}:{at[1]}: " if at else ""
+        super().__init__(f"{where}{path + ': ' if path else ''}{message}")
+
+
+def decode_request(raw: bytes) -> ConnectionRequest:
+    """JSON bytes -> request; raises `InputError` with a line:column or a JSON path."""
+    try:
+        raw.decode("utf-8")  # msgspec lets a UnicodeDecodeError escape from inside strings
+    except UnicodeDecodeError as exc:
+        raise InputError("invalid UTF-8", at=_line_column(raw, exc.start)) from None
+    try:
+        return msgspec.json.decode(raw, type=ConnectionRequest)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `")
+        raise InputError(_lower(message), path=path.rstrip("`") or None) from None
+    except msgspec.DecodeError as exc:
+        message, _, offset = str(exc).partition(" (byte ")
+        message = message.removeprefix("JSON is malformed: ")
+        at = len(raw) if "truncated" in message else int(offset.rstrip(")") or 0)
+        raise InputError(f"invalid JSON: {_lower(message)}", at=_line_column(raw, at)) from None
+
+
+def _line_column(raw: bytes, offset: int) -> tuple[int, int]:
+    line = raw.count(b"\n", 0, offset) + 1
+    return line, offset - (raw.rfind(b"\n", 0, offset) + 1) + 1
+
+
+def _lower(message: str) -> str:
+    return message[:1].lower() + message[1:]

@@ -1,0 +1,253 @@
+"""The `handshake` command: outputs, exit codes, and one-line errors (never a traceback)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from tests.conftest import POLICIES
+
+REQUESTS = POLICIES.parent / "examples" / "requests"
+NOW = "2026-11-22T09:00:00Z"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    assert "Traceback" not in text
+    return lines[0]
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "a.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+        "  - {id: r, when: request.relationship.met_in_persn, decision: accept, rationale: x}\n"
+        "default: {decision: ignore, rationale: x}\n"
+    )
+    (tmp_path / "b.yaml").write_bytes(b"apiVersion: handshake/v1\nkind: \xff\n")
+    (tmp_path / "c.yaml").write_text("rules: [\n")
+    return tmp_path
+
+
+def test_check_bundled_policies(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "check", str(POLICIES))
+    assert code == 0
+    assert "7 policies and 41 test cases" in out
+    assert "no errors, 0 warning(s)" in out
+
+
+def test_check_lists_every_problem_one_per_line(
+    capsys: pytest.CaptureFixture[str], broken: Path
+) -> None:
+    code, out, _ = run(capsys, "check", str(broken))
+    assert code == 1
+    assert out.splitlines() == [
+        f"{broken}/b.yaml:2: invalid UTF-8 at byte 31",
+        f"{broken}/c.yaml:2:1: invalid YAML: did not find expected node content",
+        f"{broken}/team/a.yaml:4:40: $.rules[0].when: unknown field "
+        "`request.relationship.met_in_persn`; did you mean `met_in_person`?",
+        "3 error(s), 0 warning(s)",
+    ]
+
+
+def test_check_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+        "default: {decision: decline, rationale: x, reply: {de: Nein}}\n"
+    )
+    assert run(capsys, "check", str(tmp_path))[0] == 0
+    code, out, _ = run(capsys, "check", "--strict", str(tmp_path))
+    assert code == 1
+    assert "warning: $.default.reply: no reply in the default locale `en`" in out
+
+
+def test_check_missing_directory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "check", str(tmp_path / "nope"))
+    assert code == 1
+    assert f"{tmp_path}/nope: no such policy directory" in out
+
+
+def test_policies_directory_from_the_environment(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HANDSHAKE_POLICIES", str(POLICIES))
+    code, out, _ = run(capsys, "check")
+    assert code == 0
+    assert str(POLICIES) in out
+
+
+def test_test_command_runs_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "test", str(POLICIES))
+    assert code == 0
+    assert out.splitlines()[-1] == "41 passed, 0 failed"
+
+
+def test_test_command_filter_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "test", str(POLICIES), "--filter", "near-limit", "-v")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[-1] == "5 passed, 0 failed"
+    assert all("examples/near-limit" in line for line in lines[:-1])
+
+
+def test_test_command_reports_expected_and_actual(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+        "default: {decision: ignore, rationale: nothing}\n"
+    )
+    (tmp_path / "p_test.yaml").write_text(
+        "policy: p\ncases:\n"
+        "  - name: wrong\n"
+        "    request:\n"
+        "      requester: {name: A, has_photo: true}\n"
+        "      recipient: {name: B, has_photo: true}\n"
+        "    expect: {decision: accept, rule: r, rationale: {contains: something}}\n"
+    )
+    code, out, _ = run(capsys, "test", str(tmp_path))
+    assert code == 1
+    assert out.splitlines() == [
+        f"FAIL {tmp_path}/p_test.yaml:3 p > wrong",
+        "     decision: expected `accept`, got `ignore`",
+        "     rule: expected `r`, got `default`",
+        '     rationale: expected to contain "something", got "nothing"',
+        "0 passed, 1 failed",
+    ]
+
+
+def test_test_command_with_broken_policies(
+    capsys: pytest.CaptureFixture[str], broken: Path
+) -> None:
+    code, _, err = run(capsys, "test", str(broken))
+    assert code == 2
+    assert (
+        err.splitlines()[-1] == f"handshake: error: {broken}: 3 problem(s); nothing was evaluated"
+    )
+
+
+def test_eval_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(
+        capsys,
+        "eval", "default", "--policies", str(POLICIES),
+        "--input", str(REQUESTS / "old-colleague.json"), "--now", NOW, "--locale", "de",
+    )  # fmt: skip
+    assert code == 0
+    decision = json.loads(out)
+    assert decision["decision"] == "defer"
+    assert decision["rule"] == "reconnect-first"
+    assert decision["reply"] == {
+        "locale": "de",
+        "text": "Hallo Ada Byron, lange nicht gesprochen! Wollen wir erst kurz telefonieren?",
+    }
+    assert decision["policy"]["name"] == "default"
+    assert decision["policy"]["digest"].startswith("sha256:")
+    assert decision["evaluated_at"] == NOW
+    assert "trace" not in decision
+
+
+def test_eval_explain_shows_rules_and_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(
+        (REQUESTS / "stranger.json").read_bytes()
+    )))  # fmt: skip
+    code, out, _ = run(capsys, "eval", "default", "--policies", str(POLICIES), "--explain")
+    assert code == 0
+    trace = json.loads(out)["trace"]
+    assert [step["rule"] for step in trace["rules"]][:2] == ["anonymous", "friends-and-family"]
+    assert trace["rules"][-1] == {"rule": "ask-for-context", "matched": True}
+    assert trace["variables"]["has_note"] == {"value": False}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"requester": {"name": "A"', "<stdin>:1:27: invalid JSON: input data was truncated"),
+        (b"\n\n  nope", "<stdin>:3:7: invalid JSON: invalid character"),
+        (
+            b'{"requester": {"name": "A", "has_photo": 1},'
+            b' "recipient": {"name": "B", "has_photo": true}}',
+            "<stdin>: $.requester.has_photo: expected `bool`, got `int`",
+        ),
+        (
+            b'{"requester": {"name": "A", "has_photo": true}}',
+            "<stdin>: object missing required field `recipient`",
+        ),
+        (b'{"requester": {"name": "\xff"', "<stdin>:1:25: invalid UTF-8"),
+    ],
+)
+def test_eval_rejects_bad_input_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes,
+    expected: str,
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(content)))
+    code, out, err = run(capsys, "eval", "default", "--policies", str(POLICIES))
+    assert code == 2
+    assert out == ""
+    assert one_line(err).startswith(f"handshake: error: {expected}")
+
+
+def test_eval_unknown_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "eval", "examples/near-limits", "--policies", str(POLICIES),
+        "--input", str(REQUESTS / "friend.json"),
+    )  # fmt: skip
+    assert code == 2
+    assert one_line(err) == (
+        "handshake: error: unknown policy `examples/near-limits`; "
+        "did you mean `examples/near-limit`?"
+    )
+
+
+def test_eval_bad_now_and_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    args = ["eval", "default", "--policies", str(POLICIES)]
+    code, _, err = run(capsys, *args, "--input", str(REQUESTS / "friend.json"), "--now", "noon")
+    assert (code, one_line(err)) == (
+        2,
+        "handshake: error: --now: `noon` is not an RFC 3339 timestamp with a time zone",
+    )
+    code, _, err = run(capsys, *args, "--input", str(tmp_path / "missing.json"))
+    assert code == 2
+    assert one_line(err) == f"handshake: error: {tmp_path}/missing.json: cannot read: " + (
+        "No such file or directory"
+    )
+
+
+def test_schema_command_prints_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "schema", "policy")
+    assert code == 0
+    schema = json.loads(out)
+    assert schema["$ref"] == "#/$defs/PolicyDocument"
+    rule = schema["$defs"]["Rule"]
+    assert set(rule["required"]) == {"id", "when", "decision", "rationale"}
+
+
+def test_python_dash_m_service_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("- [")
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "test", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[0].startswith(f"{tmp_path}/a.yaml:")
