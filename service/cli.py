@@ -114,6 +114,8 @@ def _load(directory: Path) -> PolicySet:
     try:
         return load_policies(directory)
     except PolicyError as exc:
+        if len(exc.problems) == 1:
+            raise CommandError(str(exc.problems[0])) from None
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         count = sum(p.severity == "error" for p in exc.problems)

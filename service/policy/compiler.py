@@ -36,10 +36,13 @@ from service.policy.source import JsonPath, Source
 from service.policy.wording import Template, TemplateError, compile_template
 
 __all__ = [
+    "MINIMAL",
+    "REPRESENTATIVE",
     "CompiledOutcome",
     "CompiledPolicy",
     "CompiledRule",
     "PolicySet",
+    "activation",
     "compile_policy",
     "request_to_cel",
 ]

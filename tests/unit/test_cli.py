@@ -216,6 +216,14 @@ def test_eval_unknown_policy(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
+def test_eval_with_a_missing_policy_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "eval", "default", "--policies", str(tmp_path / "nope"))
+    assert code == 2
+    assert one_line(err) == f"handshake: error: {tmp_path}/nope: no such policy directory"
+
+
 def test_eval_bad_now_and_missing_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     args = ["eval", "default", "--policies", str(POLICIES)]
     code, _, err = run(capsys, *args, "--input", str(REQUESTS / "friend.json"), "--now", "noon")
@@ -250,4 +258,6 @@ def test_python_dash_m_service_without_traceback(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.splitlines()[0].startswith(f"{tmp_path}/a.yaml:")
+    assert result.stderr.splitlines() == [
+        f"handshake: error: {tmp_path}/a.yaml:2:1: invalid YAML: did not find expected node content"
+    ]
