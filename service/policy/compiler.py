@@ -31,6 +31,7 @@ from service.policy.cel import (
 )
 from service.policy.errors import Problem, UnknownPolicyError, did_you_mean
 from service.policy.model import RESERVED_RULE_ID, Outcome, PolicyDocument
+from service.policy.references import REQUEST_SHAPE, check_path, shape_of_value
 from service.policy.request import ConnectionRequest, Person, Relationship
 from service.policy.source import JsonPath, Source
 from service.policy.wording import Template, TemplateError, compile_template
@@ -115,54 +116,6 @@ def activation(
     return names, variables
 
 
-# --- schema shapes for static checks -------------------------------------------------------
-
-Shape = Mapping[str, "Shape"] | str  # a mapping of fields, a leaf type name, or ANY
-ANY = "any"
-
-
-def _shape_of_type(t: msgspec.inspect.Type) -> Shape:
-    if isinstance(t, msgspec.inspect.Metadata):
-        return _shape_of_type(t.type)
-    if isinstance(t, msgspec.inspect.UnionType):
-        kinds = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
-        return _shape_of_type(kinds[0]) if len(kinds) == 1 else ANY
-    if isinstance(t, msgspec.inspect.StructType):
-        return {f.encode_name: _shape_of_type(f.type) for f in t.fields}
-    return {
-        msgspec.inspect.StrType: "string",
-        msgspec.inspect.LiteralType: "string",
-        msgspec.inspect.IntType: "int",
-        msgspec.inspect.FloatType: "double",
-        msgspec.inspect.BoolType: "bool",
-        msgspec.inspect.DateTimeType: "timestamp",
-        msgspec.inspect.ListType: "list",
-    }.get(type(t), ANY)
-
-
-def _shape_of_value(value: Any) -> Shape:
-    if isinstance(value, dict):
-        return {str(k): _shape_of_value(v) for k, v in value.items()}
-    return type_name(to_cel(value))
-
-
-REQUEST_SHAPE = _shape_of_type(msgspec.inspect.type_info(ConnectionRequest))
-
-
-def _check_path(path: tuple[str, ...], shape: Shape) -> tuple[int, str] | None:
-    """(index of the bad segment, message) or None when the path exists."""
-    for index, segment in enumerate(path[1:], start=1):
-        if shape == ANY:
-            return None
-        dotted = ".".join(path[:index])
-        if isinstance(shape, str):
-            return index, f"`{dotted}` is a {shape} and has no field `{segment}`"
-        if segment not in shape:
-            return index, f"unknown field `{dotted}.{segment}`{did_you_mean(segment, shape)}"
-        shape = shape[segment]
-    return None
-
-
 # --- representative requests for checks that need evaluation -----------------------------
 
 _T = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
@@ -232,7 +185,7 @@ class _PolicyCompiler:
         self.name, self.source, self.doc = name, source, document
         self.rule_index = list(rule_indices or range(len(document.rules)))
         self.problems: list[Problem] = []
-        self.params_shape = _shape_of_value(document.params)
+        self.params_shape = shape_of_value(document.params)
         self.variable_deps: dict[str, set[str]] = {}
 
     def error(self, path: JsonPath, message: str, **where: Any) -> None:
@@ -362,11 +315,11 @@ class _PolicyCompiler:
     def check_reference(self, path: tuple[str, ...], deps: str | None) -> tuple[int, str] | None:
         root = path[0]
         if root == "request":
-            return _check_path(path, REQUEST_SHAPE)
+            return check_path(path, REQUEST_SHAPE)
         if root == "params":
-            return _check_path(path, self.params_shape)
+            return check_path(path, self.params_shape)
         if root == "now":
-            return _check_path(path, "timestamp")
+            return check_path(path, "timestamp")
         if root == "variables":
             if len(path) == 1:
                 return 0, "use `variables.<name>`, not `variables` alone"

@@ -6,14 +6,26 @@ anything is deployed: cel-python has no type checker of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import lark
+import msgspec
 
-from service.policy.cel import MACROS
+from service.policy.cel import MACROS, to_cel, type_name
+from service.policy.errors import did_you_mean
+from service.policy.request import ConnectionRequest
 
-__all__ = ["Call", "Misuse", "Reference", "references"]
+__all__ = [
+    "REQUEST_SHAPE",
+    "Call",
+    "Misuse",
+    "Reference",
+    "check_path",
+    "references",
+    "shape_of_value",
+]
 
 _COMPREHENSIONS = MACROS - {"has"}
 
@@ -152,3 +164,51 @@ def _is_selection(node: Tree) -> bool:
 def _at(node: Tree) -> tuple[int, int]:
     meta = node.meta
     return (getattr(meta, "line", 1), getattr(meta, "column", 1))
+
+
+# --- checking dotted paths against the request schema and params ---------------------------
+
+Shape = Mapping[str, "Shape"] | str  # a mapping of fields, a leaf type name, or ANY
+ANY = "any"
+
+
+def _shape_of_type(t: msgspec.inspect.Type) -> Shape:
+    if isinstance(t, msgspec.inspect.Metadata):
+        return _shape_of_type(t.type)
+    if isinstance(t, msgspec.inspect.UnionType):
+        kinds = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
+        return _shape_of_type(kinds[0]) if len(kinds) == 1 else ANY
+    if isinstance(t, msgspec.inspect.StructType):
+        return {f.encode_name: _shape_of_type(f.type) for f in t.fields}
+    return {
+        msgspec.inspect.StrType: "string",
+        msgspec.inspect.LiteralType: "string",
+        msgspec.inspect.IntType: "int",
+        msgspec.inspect.FloatType: "double",
+        msgspec.inspect.BoolType: "bool",
+        msgspec.inspect.DateTimeType: "timestamp",
+        msgspec.inspect.ListType: "list",
+    }.get(type(t), ANY)
+
+
+def shape_of_value(value: Any) -> Shape:
+    if isinstance(value, dict):
+        return {str(k): shape_of_value(v) for k, v in value.items()}
+    return type_name(to_cel(value))
+
+
+REQUEST_SHAPE = _shape_of_type(msgspec.inspect.type_info(ConnectionRequest))
+
+
+def check_path(path: tuple[str, ...], shape: Shape) -> tuple[int, str] | None:
+    """(index of the bad segment, message) or None when the path exists."""
+    for index, segment in enumerate(path[1:], start=1):
+        if shape == ANY:
+            return None
+        dotted = ".".join(path[:index])
+        if isinstance(shape, str):
+            return index, f"`{dotted}` is a {shape} and has no field `{segment}`"
+        if segment not in shape:
+            return index, f"unknown field `{dotted}.{segment}`{did_you_mean(segment, shape)}"
+        shape = shape[segment]
+    return None
