@@ -27,11 +27,13 @@ from service.policy import (
 )
 from service.policy.decision import Decision
 from service.policy.model import PolicyDocument
-from service.policy.request import InputError, Timestamp, decode_request
+from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case, summary
+from service.settings import SettingsError, load_settings
 
 __all__ = ["main"]
 
+OPENAPI = Path("openapi/openapi.yaml")
 SCHEMAS: dict[str, type] = {
     "policy": PolicyDocument,
     "request": ConnectionRequest,
@@ -98,6 +100,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--locale", metavar="L", help="reply locale, e.g. de or pt-BR")
     ev.add_argument("--explain", action="store_true", help="add each rule tried and variables")
     ev.set_defaults(run=_eval)
+
+    serve = commands.add_parser(
+        "serve", parents=[policies], help="start the HTTP service (settings: HANDSHAKE_*)"
+    )
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8080)")
+    serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.set_defaults(run=_serve)
+
+    openapi = commands.add_parser("openapi", help="write the OpenAPI document (YAML)")
+    openapi.add_argument(
+        "--output", type=Path, default=OPENAPI, metavar="FILE", help=f"default: {OPENAPI}"
+    )
+    openapi.add_argument(
+        "--check", action="store_true", help="only compare with FILE; exit 1 when it differs"
+    )
+    openapi.set_defaults(run=_openapi)
 
     schema = commands.add_parser("schema", help="print a JSON Schema (for editors and clients)")
     schema.add_argument("what", choices=sorted(SCHEMAS), help="which document")
@@ -183,6 +202,38 @@ def _schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from service.server import serve  # the web stack loads only for this command
+
+    try:
+        settings = load_settings(
+            policies=str(args.policies) if args.policies else None,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+        )
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+    return serve(settings)
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    from service.api.openapi import openapi_yaml
+
+    text = openapi_yaml()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        if current != text:
+            print(f"{args.output} is out of date: run `handshake openapi`", file=sys.stderr)
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _read_request(name: str) -> ConnectionRequest:
     try:
         raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
@@ -197,8 +248,10 @@ def _read_request(name: str) -> ConnectionRequest:
 
 def _timestamp(text: str) -> datetime:
     try:
-        return msgspec.convert(text, Timestamp)
-    except msgspec.ValidationError:
+        value = msgspec.convert(text, Timestamp)
+        check_timestamps(value)
+        return value
+    except (msgspec.ValidationError, ValueError):
         raise CommandError(
             f"--now: `{text}` is not an RFC 3339 timestamp with a time zone"
         ) from None

@@ -7,9 +7,10 @@ is `None` was not sent: the CEL view omits it, so `has(request.requester.headlin
 
 from __future__ import annotations
 
+import re
 import typing
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -19,6 +20,8 @@ __all__ = [
     "InputError",
     "Person",
     "Relationship",
+    "convert",
+    "decode_json",
     "decode_request",
 ]
 
@@ -39,7 +42,15 @@ Platform = Annotated[
     ),
 ]
 Timestamp = Annotated[
-    datetime, msgspec.Meta(tz=True, description="RFC 3339 date-time with a time zone")
+    datetime,
+    msgspec.Meta(
+        tz=True,
+        description=(
+            "RFC 3339 date-time with a time zone, after 0001-01-01 and before 9999-12-31 "
+            "(so that it stays within CEL's range in UTC)"
+        ),
+        extra_json_schema={"pattern": r"^(?!0001-01-01|9999-12-31)"},
+    ),
 ]
 Count = Annotated[int, msgspec.Meta(ge=0, le=10_000_000)]
 Note = Annotated[
@@ -63,10 +74,22 @@ KnownVia = Literal[
 ]
 KNOWN_VIA: tuple[str, ...] = typing.get_args(KnownVia)
 
+T = TypeVar("T")
+
 # Free-form attributes are bounded here because msgspec cannot constrain `Any` values.
 ATTRIBUTES_MAX_DEPTH = 8
 ATTRIBUTES_MAX_NODES = 1000
 _INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_timestamps(*values: datetime | None) -> None:
+    """Enforce the Timestamp pattern: the first and last day could leave CEL's range in UTC."""
+    for value in values:
+        if value is not None and value.date() in _EDGE_DAYS:
+            raise ValueError("timestamps must be after 0001-01-01 and before 9999-12-31")
+
+
+_EDGE_DAYS = (date.min, date.max)
 
 
 class Person(Base, frozen=True, kw_only=True):
@@ -82,6 +105,9 @@ class Person(Base, frozen=True, kw_only=True):
     connection_limit: Count | None = None
     last_active_at: Timestamp | None = None
 
+    def __post_init__(self) -> None:
+        check_timestamps(self.last_active_at)
+
 
 class Relationship(Base, frozen=True, kw_only=True):
     met_in_person: bool = False
@@ -91,6 +117,9 @@ class Relationship(Base, frozen=True, kw_only=True):
     last_interaction_at: Timestamp | None = None
     known_via: KnownVia | None = None
     connected_elsewhere: Annotated[list[Platform], msgspec.Meta(max_length=20)] = []
+
+    def __post_init__(self) -> None:
+        check_timestamps(self.last_interaction_at)
 
 
 class ConnectionRequest(Base, frozen=True, kw_only=True):
@@ -113,6 +142,7 @@ class ConnectionRequest(Base, frozen=True, kw_only=True):
     ] = {}
 
     def __post_init__(self) -> None:
+        check_timestamps(self.received_at)
         _check_attributes(self.attributes)
 
 
@@ -149,20 +179,73 @@ class InputError(ValueError):
 
 def decode_request(raw: bytes) -> ConnectionRequest:
     """JSON bytes -> request; raises `InputError` with a line:column or a JSON path."""
+    return decode_json(raw, ConnectionRequest)
+
+
+def decode_json(raw: bytes, kind: type[T]) -> T:
+    """Strictly decode JSON bytes into `kind` (no `0` for `false`, no `"1"` for `1`).
+
+    Raises `InputError` with a line:column (malformed JSON, bad UTF-8) or a JSON path.
+    """
     try:
         raw.decode("utf-8")  # msgspec lets a UnicodeDecodeError escape from inside strings
     except UnicodeDecodeError as exc:
         raise InputError("invalid UTF-8", at=_line_column(raw, exc.start)) from None
     try:
-        return msgspec.json.decode(raw, type=ConnectionRequest)
+        return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
-        message, _, path = str(exc).partition(" - at `")
-        raise InputError(_lower(message), path=path.rstrip("`") or None) from None
+        if not _FLOAT_FOR_INT.match(str(exc)):
+            raise _input_error(exc) from None
     except msgspec.DecodeError as exc:
         message, _, offset = str(exc).partition(" (byte ")
         message = message.removeprefix("JSON is malformed: ")
         at = len(raw) if "truncated" in message else int(offset.rstrip(")") or 0)
         raise InputError(f"invalid JSON: {_lower(message)}", at=_line_column(raw, at)) from None
+
+    return convert(msgspec.json.decode(raw), kind)  # the slow path, for `12.0` in an int field
+
+
+def convert(data: Any, kind: type[T]) -> T:
+    """Strictly convert decoded JSON into `kind`, with JSON Schema's view of integers.
+
+    JSON Schema counts `12.0` as an integer, msgspec does not; integral floats in int fields
+    (never in free-form `attributes`) become ints first. Raises `InputError` with a JSON path.
+    """
+    try:
+        return msgspec.convert(data, kind)
+    except msgspec.ValidationError as exc:
+        if not _FLOAT_FOR_INT.match(str(exc)):
+            raise _input_error(exc) from None
+    try:
+        return msgspec.convert(_integral(data, msgspec.inspect.type_info(kind)), kind)
+    except msgspec.ValidationError as exc:
+        raise _input_error(exc) from None
+
+
+_FLOAT_FOR_INT = re.compile(r"Expected `int( \| null)?`, got `float`")
+
+
+def _integral(value: Any, kind: msgspec.inspect.Type) -> Any:
+    """`value` with integral floats turned into ints wherever `kind` expects an int."""
+    if isinstance(kind, msgspec.inspect.Metadata):
+        return _integral(value, kind.type)
+    if isinstance(kind, msgspec.inspect.IntType):
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(kind, msgspec.inspect.UnionType):
+        for member in kind.types:
+            value = _integral(value, member)
+        return value
+    if isinstance(kind, msgspec.inspect.StructType) and isinstance(value, dict):
+        fields = {f.encode_name: f.type for f in kind.fields}
+        return {k: _integral(v, fields[k]) if k in fields else v for k, v in value.items()}
+    if isinstance(kind, msgspec.inspect.ListType) and isinstance(value, list):
+        return [_integral(item, kind.item_type) for item in value]
+    return value
+
+
+def _input_error(exc: msgspec.ValidationError) -> InputError:
+    message, _, path = str(exc).partition(" - at `")
+    return InputError(_lower(message), path=path.rstrip("`") or None)
 
 
 def _line_column(raw: bytes, offset: int) -> tuple[int, int]:

@@ -1,0 +1,74 @@
+"""create_app(settings): the litestar application. Policies are loaded and compiled here, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Tag
+from litestar.plugins.problem_details import ProblemDetailsPlugin
+
+from service import __version__
+from service.api.observability import Metrics, RequestLogMiddleware
+from service.api.openapi import ContractSwaggerUI
+from service.api.problems import problem_details_config
+from service.api.routes import AppState, route_handlers
+from service.api.schemas import batch_body
+from service.policy import PolicySet, load_policies
+from service.revision import policy_revision
+from service.settings import Settings, load_settings
+
+__all__ = ["create_app", "load_policy_set"]
+
+DESCRIPTION = """\
+Connection policies as code. POST a connection request's metadata to `/evaluate` and get the
+decision (`accept`, `decline`, `ignore` or `defer`), the rule that decided, a rationale for the
+policy owner and a polite reply for the requester.
+
+Every error is an RFC 9457 problem document (`application/problem+json`) with a stable `code`;
+invalid input is always 400, with the JSON path of each offending field.
+"""
+
+
+def load_policy_set(settings: Settings) -> PolicySet:
+    """Load and compile the configured directory; raises `PolicyError` listing every problem."""
+    directory = Path(settings.policies)
+    return load_policies(directory, revision=policy_revision(directory, settings.revision))
+
+
+def create_app(settings: Settings | None = None, policy_set: PolicySet | None = None) -> Litestar:
+    settings = settings or load_settings()
+    metrics = Metrics()
+    state = AppState(
+        settings,
+        policy_set or load_policy_set(settings),
+        metrics,
+        batch_body(settings.batch_max_items),
+    )
+    metrics.activated(state.policy_set)
+    app = Litestar(
+        route_handlers=route_handlers(state),
+        plugins=[ProblemDetailsPlugin(problem_details_config())],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Handshake",
+            version=__version__,
+            description=DESCRIPTION,
+            path="/docs",
+            render_plugins=[ContractSwaggerUI(path="/")],
+            tags=[
+                Tag(name="decisions", description="Evaluate connection requests"),
+                Tag(name="policies", description="What is loaded"),
+                Tag(name="health", description="Probes and metrics"),
+            ],
+            use_handler_docstrings=False,
+        ),
+        logging_config=None,
+        debug=False,
+    )
+    app.state.handshake = state
+    # Wrap the whole handler, not just matched routes, so 404s and 405s are logged and
+    # counted and carry an X-Request-ID too.
+    app.asgi_handler = RequestLogMiddleware(app.asgi_handler, metrics)
+    return app

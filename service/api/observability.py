@@ -1,0 +1,147 @@
+"""Request ids, one log event per request, and Prometheus metrics.
+
+`X-Request-ID` is read (when it is a sane token) or generated, returned on every answer, and
+bound into the log context. Handlers add decision fields to the request's log event through
+`note()`. Metrics live in a registry per app, so tests can build many apps.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import structlog
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.policy.compiler import PolicySet
+from service.policy.decision import Decision
+
+__all__ = ["Metrics", "RequestLogMiddleware", "note"]
+
+REQUEST_ID = "x-request-id"
+_SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_LOG_KEY = "handshake.log"
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "handshake_http_requests",
+            "HTTP requests by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "handshake_http_request_duration_seconds",
+            "HTTP request duration",
+            ["route"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.decisions = Counter(
+            "handshake_decisions",
+            "Decisions by policy, decision and whether errors occurred",
+            ["policy", "decision", "errors"],
+            registry=self.registry,
+        )
+        self.evaluation_seconds = Histogram(
+            "handshake_evaluation_duration_seconds",
+            "Time to evaluate one request against a policy",
+            ["policy"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.policy_set = Gauge(
+            "handshake_policy_set_info",
+            "The active policy set (value 1), labelled with its revision and digest",
+            ["revision", "digest"],
+            registry=self.registry,
+        )
+        self.policy_set_loaded = Gauge(
+            "handshake_policy_set_loaded_timestamp_seconds",
+            "When the active policy set was loaded",
+            registry=self.registry,
+        )
+
+    def activated(self, policy_set: PolicySet) -> None:
+        self.policy_set.clear()
+        self.policy_set.labels(policy_set.revision or "", policy_set.digest).set(1)
+        self.policy_set_loaded.set(policy_set.loaded_at.timestamp())
+
+    def decided(self, decision: Decision, seconds: float) -> None:
+        name = decision.policy.name
+        self.decisions.labels(name, decision.decision, str(bool(decision.errors)).lower()).inc()
+        self.evaluation_seconds.labels(name).observe(seconds)
+
+
+def note(scope: Scope, **fields: Any) -> None:
+    """Add fields to this request's log event (decision id, policy, rule …)."""
+    scope.setdefault("state", {}).setdefault(_LOG_KEY, {}).update(fields)
+
+
+class RequestLogMiddleware:
+    """Pure ASGI: cheap, and it sees every answer, including errors and 404s."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+        self.log = structlog.get_logger("handshake")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        request_id = _request_id(scope)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                route = _route(scope)
+                self.metrics.requests.labels(route, method, str(status)).inc()
+                self.metrics.request_seconds.labels(route).observe(seconds)
+                fields = scope.get("state", {}).get(_LOG_KEY, {})
+                self.log.info(
+                    "request",
+                    method=method,
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round(seconds * 1000, 3),
+                    **fields,
+                )
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if _SANE_ID.match(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+def _route(scope: Scope) -> str:
+    """The route template (`/policies/{name:path}`), never the raw path: bounded labels."""
+    handler = scope.get("route_handler")
+    paths = getattr(handler, "paths", None)
+    return sorted(paths)[0] if paths else "unmatched"

@@ -1,0 +1,82 @@
+"""The OpenAPI document: litestar's paths and responses, msgspec's schemas.
+
+litestar builds the paths, operations and response entries from the route handlers. The
+component schemas are replaced by msgspec's own JSON Schema of the same Structs, the single
+source of truth for validation (it says `additionalProperties: false` where msgspec forbids
+unknown fields; litestar's generator does not). The request bodies, which the handlers decode
+themselves, are declared here. The result is served at /openapi.json, shown at /docs and
+committed at openapi/openapi.yaml (`handshake openapi`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import yaml
+from litestar import Litestar, Request
+from litestar.openapi.plugins import SwaggerRenderPlugin
+
+from service.api.problems import Problem
+from service.api.schemas import BatchResult, EvaluateBody, Health, PolicyDetail, PolicyList
+from service.policy.decision import Decision
+
+__all__ = ["ContractSwaggerUI", "contract", "openapi_yaml"]
+
+_REF = "#/components/schemas/{name}"
+
+
+def contract(app: Litestar) -> dict[str, Any]:
+    """The document for this app (computed once, then kept in the app's state)."""
+    cached: dict[str, Any] | None = app.state.get("openapi")
+    if cached is not None:
+        return cached
+    batch = app.state.handshake.batch_body
+    document = app.openapi_schema.to_schema()
+    bodies = {"evaluate": EvaluateBody, "evaluateBatch": batch}
+    _, schemas = msgspec.json.schema_components(
+        [*bodies.values(), Decision, BatchResult, PolicyList, PolicyDetail, Health, Problem],
+        ref_template=_REF,
+    )
+    document.setdefault("components", {})["schemas"] = dict(sorted(schemas.items()))
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            kind = bodies.get(operation.get("operationId"))
+            if kind is not None:
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": {"$ref": _REF.format(name=kind.__name__)}}
+                    },
+                }
+    app.state.openapi = document
+    return document
+
+
+class ContractSwaggerUI(SwaggerRenderPlugin):
+    """Swagger UI at /docs, showing the same document as /openapi.json."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, contract(request.app))
+
+
+def openapi_yaml() -> str:
+    """The committed form: an app with the default settings; no policies need to be loaded."""
+    from service.api.app import create_app
+    from service.policy import PolicySet
+    from service.settings import Settings
+
+    app = create_app(Settings(), policy_set=PolicySet(policies={}, digest=""))
+    return yaml.dump(contract(app), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as `|` blocks, so the committed file reads well in review."""
+
+
+def _text(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _text)

@@ -1,0 +1,295 @@
+"""Thin handlers: decode -> core -> encode. Built per app, closing over its state.
+
+Bodies are decoded here, strictly, with msgspec (litestar's own body parsing converts
+leniently: `0` would pass for `false`). Their OpenAPI entries come from service/api/openapi.py.
+"""
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
+from litestar.params import FromPath
+from prometheus_client import generate_latest
+
+from service.api.docs import responses
+from service.api.observability import Metrics, note
+from service.api.openapi import contract
+from service.api.problems import FieldError, problem
+from service.api.schemas import (
+    BatchItem,
+    BatchProblem,
+    BatchResult,
+    EvaluateBody,
+    Health,
+    PolicyDetail,
+    PolicyList,
+    PolicySummary,
+    RuleSummary,
+)
+from service.policy import Decision, PolicySet, UnknownPolicyError, evaluate
+from service.policy.compiler import CompiledPolicy
+from service.policy.evaluator import decision_id
+from service.policy.request import InputError, convert, decode_json
+from service.settings import Settings
+
+__all__ = ["AppState", "route_handlers"]
+
+T = TypeVar("T")
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # litestar adds `; charset=utf-8`
+
+
+@dataclass
+class AppState:
+    """What the handlers share. `policy_set` is replaced whole, never changed in place."""
+
+    settings: Settings
+    policy_set: PolicySet
+    metrics: Metrics
+    batch_body: Any  # the batch body's type, made for the configured item limit
+
+
+def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """415 unless the body is declared as JSON (`application/json` or `application/*+json`)."""
+    media = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise problem(415, f"expected `application/json`, got `{media or 'nothing'}`")
+
+
+def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
+    settings, metrics = state.settings, state.metrics
+    BatchBody = state.batch_body  # noqa: N806 - a type
+
+    def decide(body: EvaluateBody, request: Request[Any, Any, Any]) -> Decision:
+        """Evaluate against the set that is active now; raises `UnknownPolicyError`."""
+        policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
+        name = body.policy or settings.default_policy
+        now = body.now or datetime.now(UTC)
+        policy_set.get(name)  # unknown policy -> 404 before any work
+        identifier = decision_id(policy_set, name, body.request, now, body.locale)
+        structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
+        started = time.perf_counter()
+        decision = evaluate(
+            policy_set,
+            name,
+            body.request,
+            now=now,
+            locale=body.locale,
+            explain=body.explain,
+            id=identifier,
+        )
+        metrics.decided(decision, time.perf_counter() - started)
+        return decision
+
+    @post(
+        "/evaluate",
+        status_code=200,
+        guards=[require_json],
+        summary="Decide on one connection request",
+        description=(
+            "Evaluates the request against a policy (`policy`, else the configured default) and "
+            "returns the decision, the rule that decided (null: the default), a rationale for "
+            "the policy owner and a reply for the requester."
+        ),
+        responses=responses(Decision, 400, 404, 413, 415),
+        operation_id="evaluate",
+        tags=["decisions"],
+    )
+    async def evaluate_one(request: Request[Any, Any, Any]) -> Decision:
+        data = await _body(request, EvaluateBody)
+        decision = decide(data, request)
+        note(
+            request.scope,
+            decision_id=decision.decision_id,
+            policy=decision.policy.name,
+            revision=decision.policy.revision,
+            decision=decision.decision,
+            rule=decision.rule,
+            errors=len(decision.errors),
+            **_personal(settings, data),
+        )
+        return decision
+
+    @post(
+        "/evaluate/batch",
+        status_code=200,
+        guards=[require_json],
+        summary="Decide on many connection requests",
+        description=(
+            "Up to the configured number of items (default 100), each the body of "
+            "`POST /evaluate`. Every item gets its own result: a decision, or a problem with "
+            "status 400 (invalid item) or 404 (unknown policy). One bad item never fails "
+            "the others."
+        ),
+        responses=responses(BatchResult, 400, 413, 415),
+        operation_id="evaluateBatch",
+        tags=["decisions"],
+    )
+    async def evaluate_batch(request: Request[Any, Any, Any]) -> BatchResult:
+        data = await _body(request, BatchBody)
+        results = []
+        for index, raw in enumerate(data.items):
+            try:
+                body = convert(raw, EvaluateBody)
+                results.append(BatchItem(index=index, status=200, decision=decide(body, request)))
+            except InputError as exc:
+                error = FieldError(path=exc.path or "$", message=exc.message)
+                results.append(
+                    BatchItem(
+                        index=index,
+                        status=400,
+                        problem=BatchProblem(
+                            code="invalid-request",
+                            detail=error.message,
+                            errors=[msgspec.to_builtins(error)],
+                        ),
+                    )
+                )
+            except UnknownPolicyError as exc:
+                results.append(
+                    BatchItem(
+                        index=index,
+                        status=404,
+                        problem=BatchProblem(code="unknown-policy", detail=str(exc)),
+                    )
+                )
+        decided = sum(item.status == 200 for item in results)
+        note(request.scope, items=len(results), decided=decided)
+        return BatchResult(decided=decided, failed=len(results) - decided, results=results)
+
+    @get(
+        "/policies",
+        summary="The loaded policies",
+        responses=responses(PolicyList),
+        operation_id="listPolicies",
+        tags=["policies"],
+    )
+    async def list_policies() -> PolicyList:
+        policy_set = state.policy_set
+        return PolicyList(
+            revision=policy_set.revision,
+            digest=policy_set.digest,
+            loaded_at=policy_set.loaded_at,
+            policies=[_summary(p) for _, p in sorted(policy_set.policies.items())],
+        )
+
+    @get(
+        "/policies/{name:path}",
+        summary="One loaded policy",
+        description="The name may contain `/`, e.g. `/policies/examples/met-or-worked`.",
+        responses=responses(PolicyDetail, 404),
+        operation_id="getPolicy",
+        tags=["policies"],
+    )
+    async def get_policy(name: FromPath[str]) -> PolicyDetail:
+        policy_set = state.policy_set
+        policy = policy_set.get(name.lstrip("/"))
+        doc = policy.document
+        return PolicyDetail(
+            revision=policy_set.revision,
+            digest=policy_set.digest,
+            loaded_at=policy_set.loaded_at,
+            name=policy.name,
+            description=doc.description.strip(),
+            default_locale=doc.default_locale,
+            on_error=doc.on_error,
+            params=doc.params,
+            variables={
+                k: str(v).lower() if isinstance(v, bool) else v for k, v in doc.variables.items()
+            },
+            rules=_summary(policy).rules,
+            default=doc.default.decision,
+        )
+
+    @get(
+        "/health/live",
+        summary="The process is up",
+        responses=responses(Health),
+        operation_id="live",
+        tags=["health"],
+    )
+    async def live() -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/health/ready",
+        summary="A valid policy set is loaded",
+        responses=responses(Health),
+        operation_id="ready",
+        tags=["health"],
+    )
+    async def ready() -> Health:
+        policy_set = state.policy_set
+        return Health(
+            status="ok",
+            policies=len(policy_set.policies),
+            revision=policy_set.revision,
+            digest=policy_set.digest,
+        )
+
+    @get(
+        "/metrics",
+        summary="Prometheus metrics",
+        media_type=PROMETHEUS_TEXT,
+        operation_id="metrics",
+        tags=["health"],
+    )
+    async def prometheus() -> Response[bytes]:
+        return Response(generate_latest(metrics.registry), media_type=PROMETHEUS_TEXT)
+
+    @get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
+        return contract(request.app)
+
+    return [
+        evaluate_one,
+        evaluate_batch,
+        list_policies,
+        get_policy,
+        live,
+        ready,
+        prometheus,
+        openapi,
+    ]
+
+
+async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """The body as `kind`, or a 400 problem naming each offending field."""
+    try:
+        return decode_json(await request.body(), kind)
+    except InputError as exc:
+        errors = [FieldError(path=exc.path, message=exc.message)] if exc.path else None
+        where = f" (line {exc.at[0]}, column {exc.at[1]})" if exc.at else ""
+        detail = exc.message + where
+        raise problem(400, detail, errors=errors) from None
+
+
+def _summary(policy: CompiledPolicy) -> PolicySummary:
+    doc = policy.document
+    return PolicySummary(
+        name=policy.name,
+        description=doc.description.strip(),
+        rules=[
+            RuleSummary(id=r.id, decision=r.decision, description=r.description) for r in doc.rules
+        ],
+        default=doc.default.decision,
+    )
+
+
+def _personal(settings: Settings, body: EvaluateBody) -> dict[str, Any]:
+    """Requester identity for the log, only when `log_personal_data` is on."""
+    if not settings.log_personal_data:
+        return {}
+    return {"requester": body.request.requester.name, "requester_id": body.request.requester.id}
+
+
+def _expression(value: str | bool) -> str:
+    """A variable as written; `true` may be written unquoted in YAML."""
+    return str(value).lower() if isinstance(value, bool) else value

@@ -1,0 +1,130 @@
+"""Wire Structs of the HTTP API, kept apart from the policy model.
+
+The request (`ConnectionRequest`) and the answer (`Decision`) are the core's own Structs: the
+HTTP contract is exactly what the core takes and gives.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from service.policy.decision import Decision, Out
+from service.policy.model import Locale
+from service.policy.request import Base, ConnectionRequest, Timestamp, check_timestamps
+
+__all__ = [
+    "BatchItem",
+    "BatchResult",
+    "EvaluateBody",
+    "Health",
+    "PolicyDetail",
+    "PolicyList",
+    "PolicySummary",
+    "RuleSummary",
+    "batch_body",
+]
+
+PolicyName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+        max_length=200,
+        description="A policy name: its path under the policy directory without `.yaml`",
+        examples=["default", "examples/met-or-worked"],
+    ),
+]
+
+
+class EvaluateBody(Base, frozen=True, kw_only=True):
+    """The body of `POST /evaluate`."""
+
+    policy: PolicyName | None = None
+    request: ConnectionRequest
+    locale: Locale | None = None
+    now: Timestamp | None = None
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        check_timestamps(self.now)
+
+
+def batch_body(max_items: int) -> type[msgspec.Struct]:
+    """`POST /evaluate/batch`'s body, for a configured number of items.
+
+    Items are free-form objects here and validated one by one as `EvaluateBody`, so one bad
+    item gets its own error instead of failing the batch.
+    """
+    item = Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            title="EvaluateBody",
+            description="One item: the same object as the body of `POST /evaluate`",
+        ),
+    ]
+    items = Annotated[list[item], msgspec.Meta(min_length=1, max_length=max_items)]
+    return msgspec.defstruct(
+        "BatchBody", [("items", items)], frozen=True, kw_only=True, forbid_unknown_fields=True
+    )
+
+
+class BatchProblem(Out, frozen=True, kw_only=True):
+    code: str
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+class BatchItem(Out, frozen=True, kw_only=True):
+    index: int
+    status: Literal[200, 400, 404]
+    decision: Decision | None = None
+    problem: BatchProblem | None = None
+
+
+class BatchResult(Out, frozen=True, kw_only=True):
+    decided: int
+    failed: int
+    results: list[BatchItem]
+
+
+class RuleSummary(Out, frozen=True, kw_only=True):
+    id: str
+    decision: str
+    description: str = ""
+
+
+class PolicySummary(Out, frozen=True, kw_only=True):
+    name: str
+    description: str
+    rules: list[RuleSummary]
+    default: str
+
+
+class PolicySetInfo(Out, frozen=True, kw_only=True):
+    revision: str | None
+    digest: str
+    loaded_at: datetime
+
+
+class PolicyList(PolicySetInfo, frozen=True, kw_only=True):
+    policies: list[PolicySummary]
+
+
+class PolicyDetail(PolicySetInfo, frozen=True, kw_only=True):
+    name: str
+    description: str
+    default_locale: str
+    on_error: str
+    params: dict[str, Any]
+    variables: dict[str, str]
+    rules: list[RuleSummary]
+    default: str
+
+
+class Health(Out, frozen=True, kw_only=True):
+    status: Literal["ok"]
+    policies: int | None = None
+    revision: str | None = None
+    digest: str | None = None

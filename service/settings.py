@@ -1,0 +1,64 @@
+"""One frozen Settings Struct, read from `HANDSHAKE_*` environment variables at start-up.
+
+Every setting is `HANDSHAKE_<FIELD>` in upper case (`HANDSHAKE_MAX_BODY_BYTES=131072`). An
+unknown `HANDSHAKE_*` variable is an error, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from service.policy.errors import did_you_mean
+
+__all__ = ["PREFIX", "Settings", "SettingsError", "load_settings"]
+
+PREFIX = "HANDSHAKE_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    policies: str = "policies"
+    """The policy directory."""
+    default_policy: str = "default"
+    """The policy used when a request names none."""
+    revision: str | None = None
+    """The policies' revision when the directory is not a git work tree (e.g. git-sync)."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    batch_max_items: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    log_format: Literal["auto", "json", "console"] = "auto"
+    """`auto`: readable on a terminal, JSON otherwise."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_personal_data: bool = False
+    """Add requester names to decision logs. Off: no note, name or attribute is ever logged."""
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or invalid; the message is one line naming the variable."""
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, then `overrides` (e.g. command-line flags) on top."""
+    environ = os.environ if environ is None else environ
+    names = {f.name for f in msgspec.structs.fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in environ.items():
+        if not key.startswith(PREFIX):
+            continue
+        name = key.removeprefix(PREFIX).lower()
+        if name not in names:
+            known = [PREFIX + n.upper() for n in names]
+            raise SettingsError(f"unknown setting `{key}`{did_you_mean(key, known)}")
+        values[name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        message, _, path = str(exc).partition(" - at `$.")
+        name = PREFIX + path.rstrip("`").upper() if path else "settings"
+        raise SettingsError(f"{name}: {message[:1].lower()}{message[1:]}") from None
