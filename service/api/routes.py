@@ -184,7 +184,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         "/policies/{name:path}",
         summary="One loaded policy",
         description="The name may contain `/`, e.g. `/policies/examples/met-or-worked`.",
-        responses=responses(PolicyDetail, 404),
+        responses=responses(PolicyDetail, 400, 404),
         operation_id="getPolicy",
         tags=["policies"],
     )
@@ -265,7 +265,7 @@ async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
     try:
         return decode_json(await request.body(), kind)
     except InputError as exc:
-        errors = [FieldError(path=exc.path, message=exc.message)] if exc.path else None
+        errors = None if exc.at else [FieldError(path=exc.path or "$", message=exc.message)]
         where = f" (line {exc.at[0]}, column {exc.at[1]})" if exc.at else ""
         detail = exc.message + where
         raise problem(400, detail, errors=errors) from None

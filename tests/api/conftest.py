@@ -1,0 +1,51 @@
+"""An app on the bundled policies, a test client, and its log captured as JSON lines."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from service.api import create_app
+from service.log import configure_logging
+from service.settings import Settings
+from tests.conftest import POLICIES
+
+REQUESTS = POLICIES.parent / "examples" / "requests"
+
+
+def sample(name: str = "stranger") -> dict[str, Any]:
+    return json.loads((REQUESTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+class Log(io.StringIO):
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.getvalue().splitlines()]
+
+
+@pytest.fixture
+def log() -> Log:
+    stream = Log()
+    configure_logging(Settings(log_format="json"), stream)
+    return stream
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(policies=str(POLICIES))
+
+
+@pytest.fixture
+def app(settings: Settings, log: Log) -> Litestar:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
+    with TestClient(app) as client:
+        yield client

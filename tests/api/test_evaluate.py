@@ -1,0 +1,243 @@
+"""POST /evaluate and /evaluate/batch through litestar's test client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from litestar import Litestar
+from litestar.testing import TestClient
+
+from service.api import create_app
+from service.settings import Settings
+from tests.api.conftest import sample
+from tests.conftest import POLICIES
+
+Client = TestClient[Litestar]
+VALID = b'{"requester": {"name": "A", "has_photo": true}, "recipient": {"name": "B", "has_photo": true}}'
+NOW = "2026-11-22T09:00:00Z"
+
+
+def problem(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"] == code
+    assert body["type"] == f"urn:handshake:problem:{code}"
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_evaluate_returns_the_decision(client: Client) -> None:
+    response = client.post(
+        "/evaluate",
+        json={"request": sample("old-colleague"), "locale": "de", "now": NOW},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["decision"] == "defer"
+    assert body["rule"] == "reconnect-first"
+    assert body["reply"] == {
+        "locale": "de",
+        "text": "Hallo Ada Byron, lange nicht gesprochen! Wollen wir erst kurz telefonieren?",
+    }
+    assert body["outputs"] == {"next_step": "propose_call"}
+    assert body["errors"] == []
+    assert body["policy"]["name"] == "default"
+    assert body["policy"]["digest"].startswith("sha256:")
+    assert set(body["policy"]) == {"name", "revision", "digest"}
+    assert body["evaluated_at"] == NOW
+    assert "trace" not in body
+
+
+def test_same_input_same_bytes(client: Client) -> None:
+    body = {"request": sample(), "now": NOW}
+    first = client.post("/evaluate", json=body)
+    second = client.post("/evaluate", json=body)
+    assert first.content == second.content
+
+
+def test_named_policy_and_explain(client: Client) -> None:
+    response = client.post(
+        "/evaluate",
+        json={"policy": "examples/friends-elsewhere", "request": sample("friend"), "explain": True},
+    )
+    body = response.json()
+    assert body["rule"] == "already-connected-elsewhere"
+    assert body["trace"]["rules"] == [{"rule": "already-connected-elsewhere", "matched": True}]
+    assert body["trace"]["variables"]["elsewhere"] == {"value": True}
+
+
+def test_the_default_policy_is_configurable(log: Any) -> None:
+    app = create_app(Settings(policies=str(POLICIES), default_policy="examples/near-limit"))
+    with TestClient(app) as client:
+        body = client.post("/evaluate", json={"request": sample()}).json()
+    assert body["policy"]["name"] == "examples/near-limit"
+
+
+@pytest.mark.parametrize(
+    ("content", "path", "message"),
+    [
+        (b'{"request": {"requester": {"name": 1}}}', "$.request.requester.name", "expected `str`"),
+        (b'{"request": %s, "explain": 0}' % VALID, "$.explain", "expected `bool`, got `int`"),
+        (
+            b'{"request": %s, "surprise": 1}' % VALID,
+            "$",
+            "object contains unknown field `surprise`",
+        ),
+        (b'{"request": %s, "now": "2026-01-01T00:00:00"}' % VALID, "$.now", "timezone"),
+        (b'{"locale": "english!", "request": %s}' % VALID, "$.locale", "expected `str` matching"),
+    ],
+)
+def test_invalid_bodies_name_the_field(
+    client: Client, content: bytes, path: str, message: str
+) -> None:
+    response = client.post(
+        "/evaluate", content=content, headers={"content-type": "application/json"}
+    )
+    body = problem(response, 400, "invalid-request")
+    assert body["errors"][0]["path"] == path
+    assert message in body["errors"][0]["message"]
+
+
+def test_out_of_range_values_are_400(client: Client) -> None:
+    request = sample()
+    request["relationship"]["mutual_connections"] = -1
+    body = problem(client.post("/evaluate", json={"request": request}), 400, "invalid-request")
+    assert body["errors"] == [
+        {"path": "$.request.relationship.mutual_connections", "message": "expected `int` >= 0"}
+    ]
+
+
+def test_integral_floats_count_as_integers(client: Client) -> None:
+    request = sample()
+    request["relationship"]["mutual_connections"] = 3.0
+    assert client.post("/evaluate", json={"request": request}).status_code == 200
+    request["relationship"]["mutual_connections"] = 3.5
+    problem(client.post("/evaluate", json={"request": request}), 400, "invalid-request")
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b'{"request": ', "invalid JSON: input data was truncated (line 1, column 13)"),
+        (b'{"policy": "\xff"}', "invalid UTF-8 (line 1, column 13)"),
+        (b"", "invalid JSON: input data was truncated (line 1, column 1)"),
+    ],
+)
+def test_malformed_json_is_400(client: Client, content: bytes, detail: str) -> None:
+    response = client.post(
+        "/evaluate", content=content, headers={"content-type": "application/json"}
+    )
+    assert problem(response, 400, "invalid-request")["detail"] == detail
+
+
+def test_unknown_policy_is_404(client: Client) -> None:
+    response = client.post(
+        "/evaluate", json={"policy": "examples/near-limits", "request": sample()}
+    )
+    body = problem(response, 404, "unknown-policy")
+    assert body["detail"] == (
+        "unknown policy `examples/near-limits`; did you mean `examples/near-limit`?"
+    )
+
+
+def test_body_over_the_limit_is_413(log: Any) -> None:
+    app = create_app(Settings(policies=str(POLICIES), max_body_bytes=2048))
+    request = sample()
+    request["message"] = "x" * 1900
+    with TestClient(app) as client:
+        ok = client.post("/evaluate", json={"request": sample()})
+        too_large = client.post("/evaluate", json={"request": request})
+    assert ok.status_code == 200
+    problem(too_large, 413, "payload-too-large")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
+def test_wrong_content_type_is_415(client: Client, content_type: str) -> None:
+    response = client.post(
+        "/evaluate", content=b'{"request": {}}', headers={"content-type": content_type}
+    )
+    problem(response, 415, "unsupported-media-type")
+
+
+def test_json_with_a_charset_or_a_suffix_is_fine(client: Client) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/vnd.handshake+json"):
+        response = client.post(
+            "/evaluate",
+            content=b'{"request": {"requester": {"name": "A", "has_photo": true},'
+            b' "recipient": {"name": "B", "has_photo": true}}}',
+            headers={"content-type": content_type},
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+def test_wrong_method_is_405(client: Client, method: str) -> None:
+    response = client.request(method, "/evaluate")
+    problem(response, 405, "method-not-allowed")
+    assert "POST" in response.headers["allow"]
+
+
+def test_unknown_route_is_404(client: Client) -> None:
+    problem(client.get("/nope"), 404, "not-found")
+
+
+def test_batch_gives_each_item_its_own_result(client: Client) -> None:
+    good = {"request": sample(), "now": NOW}
+    response = client.post(
+        "/evaluate/batch",
+        json={
+            "items": [
+                good,
+                {"request": {"requester": {"name": "A"}}},
+                {**good, "policy": "team/sales"},
+                {**good, "policy": "examples/friends-elsewhere", "request": sample("friend")},
+                "not an object",
+            ]
+        },
+    )
+    assert response.status_code == 400  # an item that is not an object breaks the schema
+    response = client.post(
+        "/evaluate/batch",
+        json={
+            "items": [
+                good,
+                {"request": {"requester": {"name": "A"}}},
+                {**good, "policy": "team/sales"},
+                {**good, "policy": "examples/friends-elsewhere", "request": sample("friend")},
+            ]
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["decided"], body["failed"]) == (2, 2)
+    results = body["results"]
+    assert [r["index"] for r in results] == [0, 1, 2, 3]
+    assert [r["status"] for r in results] == [200, 400, 404, 200]
+    single = client.post("/evaluate", json=good).json()
+    assert results[0]["decision"] == single  # same answer as a single call
+    assert results[1]["problem"] == {
+        "code": "invalid-request",
+        "detail": "object missing required field `has_photo`",
+        "errors": [
+            {"path": "$.request.requester", "message": "object missing required field `has_photo`"}
+        ],
+    }
+    assert results[2]["problem"]["code"] == "unknown-policy"
+    assert results[3]["decision"]["decision"] == "decline"
+
+
+def test_batch_limits(client: Client, log: Any) -> None:
+    problem(client.post("/evaluate/batch", json={"items": []}), 400, "invalid-request")
+    body = problem(
+        client.post("/evaluate/batch", json={"items": [{}] * 101}), 400, "invalid-request"
+    )
+    assert body["errors"][0]["path"] == "$.items"
+    app = create_app(Settings(policies=str(POLICIES), batch_max_items=3))
+    with TestClient(app) as small:
+        assert small.post("/evaluate/batch", json={"items": [{}] * 3}).status_code == 200
+        problem(small.post("/evaluate/batch", json={"items": [{}] * 4}), 400, "invalid-request")
