@@ -14,7 +14,11 @@ from tests.api.conftest import sample
 from tests.conftest import POLICIES
 
 Client = TestClient[Litestar]
-VALID = b'{"requester": {"name": "A", "has_photo": true}, "recipient": {"name": "B", "has_photo": true}}'
+VALID = (
+    b'{"requester": {"name": "A", "has_photo": true},'
+    b' "recipient": {"name": "B", "has_photo": true}}'
+)
+JSON = {"content-type": "application/json"}
 NOW = "2026-11-22T09:00:00Z"
 
 

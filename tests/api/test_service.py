@@ -42,7 +42,7 @@ def test_get_one_policy_by_a_name_with_slashes(client: Client) -> None:
     assert body["name"] == "examples/my-field"
     assert body["params"] == {"industries": ["software", "data"], "regions": ["europe"]}
     assert body["variables"]["in_field"] == "variables.industry in params.industries"
-    assert [r["id"] for r in body["rules"]][0] == "same-field-and-region"
+    assert body["rules"][0]["id"] == "same-field-and-region"
     response = client.get("/policies/examples/nope")
     assert response.status_code == 404
     assert response.json()["code"] == "unknown-policy"
@@ -58,7 +58,8 @@ def test_health(client: Client) -> None:
 
 def test_revision_comes_from_git_or_the_setting(tmp_path: Path, log: Log) -> None:
     (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\ndefault: {decision: ignore, rationale: x}\n"
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+        "default: {decision: ignore, rationale: x}\n"
     )
     app = create_app(Settings(policies=str(tmp_path), default_policy="p", revision="v42"))
     with TestClient(app) as client:
