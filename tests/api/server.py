@@ -1,0 +1,69 @@
+"""A real `handshake serve` process on a free loopback port, for tests that need the HTTP stack."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def running_server(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Start the server, wait (bounded) until it is ready, yield its URL, stop it.
+
+    Its output goes to a file, not a pipe: a pipe nobody reads fills up and blocks the server.
+    """
+    port = free_port()
+    output = tempfile.TemporaryFile()  # noqa: SIM115 - closed in `finally`
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", str(port), *args],
+        cwd=ROOT,
+        env={**os.environ, "HANDSHAKE_LOG_FORMAT": "json", **(env or {})},
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                output.seek(0)
+                text = output.read().decode()
+                raise RuntimeError(f"server exited with {process.returncode}:\n{text}")
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready within {timeout} s")
+            time.sleep(0.1)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        output.close()

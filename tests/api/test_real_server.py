@@ -1,0 +1,89 @@
+"""The real HTTP stack: `handshake serve` in a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.api.conftest import sample
+from tests.api.server import ROOT, running_server
+
+
+def test_serve_answers_and_stops_on_sigterm() -> None:
+    with running_server() as (url, process):
+        response = httpx.post(f"{url}/evaluate", json={"request": sample()}, timeout=10)
+        assert response.status_code == 200
+        assert response.json()["decision"] == "defer"
+        # A header value that is not ASCII is not echoed; a fresh id is made instead.
+        odd = httpx.get(
+            f"{url}/health/live", headers=[(b"x-request-id", "é".encode())], timeout=10
+        )
+        assert odd.status_code == 200
+        assert len(odd.headers["x-request-id"]) == 32
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
+    assert process.returncode in (0, -signal.SIGTERM)
+
+
+def test_serve_refuses_broken_policies_listing_every_problem(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("rules: [\n")
+    (tmp_path / "b.yaml").write_text("- 1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--policies", str(tmp_path), "--port", "9"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HANDSHAKE_LOG_FORMAT": "json", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "a.yaml:2:1: invalid YAML" in result.stdout
+    assert "b.yaml:1:1: expected `object`, got `array`" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_bad_setting_stops_with_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HANDSHAKE_PORT": "eighty", "HANDSHAKE_POLICYS": "x", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "handshake: error: unknown setting `HANDSHAKE_POLICYS`; did you mean `HANDSHAKE_POLICIES`?"
+    ]
+
+
+def test_schemathesis_against_the_real_server(tmp_path: Path) -> None:
+    """Every operation, every check, valid and invalid data, over real HTTP (bounded)."""
+    with running_server() as (url, _):
+        result = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("schemathesis")),
+                "run",
+                f"{url}/openapi.json",
+                "--checks",
+                "all",
+                "--max-examples",
+                "15",
+                "--report",
+                "junit",
+                "--report-dir",
+                str(tmp_path),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout or "passed" in result.stdout
