@@ -19,10 +19,13 @@ $(BIN)/handshake: pyproject.toml requirements/dev.lock
 
 install: $(BIN)/handshake ## create .venv with the pinned dependencies and the package
 
-run: install ## check and test the bundled policies, then evaluate a sample request
+run: install ## check and test the bundled policies, then serve them on 127.0.0.1:8080
 	$(BIN)/handshake check $(POLICIES)
 	$(BIN)/handshake test $(POLICIES)
-	$(BIN)/handshake eval default --policies $(POLICIES) --input examples/requests/stranger.json --now 2026-11-22T09:00:00Z --explain
+	$(BIN)/handshake serve --policies $(POLICIES)
+
+eval: install ## evaluate a sample request from the command line, with --explain
+	$(BIN)/handshake eval default --policies $(POLICIES) --input examples/requests/stranger.json --explain
 
 lint: install ## ruff (format check + lint) and mypy --strict on service/
 	$(BIN)/ruff format --check .
@@ -38,8 +41,14 @@ test: lint ## every check: lint, types, unit and property tests, bundled policy 
 	$(BIN)/handshake check $(POLICIES)
 	$(BIN)/handshake test $(POLICIES)
 
-bench: install ## microseconds per decision for the starter policies
+bench: install ## microseconds per decision for the starter policies (in process)
 	$(BIN)/python bench/evaluate.py
+
+bench-http: install ## requests/s and latency over HTTP next to the bare ceiling (needs wrk)
+	$(BIN)/python bench/throughput.py
+
+openapi: install ## regenerate openapi/openapi.yaml from the app
+	$(BIN)/handshake openapi
 
 lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
@@ -48,4 +57,4 @@ lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install run lint fmt test bench lock clean
+.PHONY: help install run eval lint fmt test bench bench-http openapi lock clean
