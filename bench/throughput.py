@@ -76,7 +76,12 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None) -> dict[s
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     latency = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50": latency["50"], "p99": latency["99"], "non2xx": float(errors.group(1)) if errors else 0}
+    return {
+        "rps": rps,
+        "p50": latency["50"],
+        "p99": latency["99"],
+        "non2xx": float(errors.group(1)) if errors else 0,
+    }
 
 
 def _ms(text: str) -> float:
@@ -94,7 +99,9 @@ def main() -> int:
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install wrk")
 
-    body = json.dumps({"request": json.loads((ROOT / "examples/requests/old-colleague.json").read_text())})
+    body = json.dumps(
+        {"request": json.loads((ROOT / "examples/requests/old-colleague.json").read_text())}
+    )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
         f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}; wrk -t1 -c{args.connections} "
@@ -116,10 +123,14 @@ def main() -> int:
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-            for name, result in (("bare GET /health/live", bare), ("POST /evaluate (default)", evaluate)):
+            for name, result in (
+                ("bare GET /health/live", bare),
+                ("POST /evaluate (default)", evaluate),
+            ):
+                share = result["rps"] / bare["rps"]
                 lines.append(
                     f"| {server} | {name} | {result['rps']:,.0f} | {result['p50']:.2f} | "
-                    f"{result['p99']:.2f} | {result['rps'] / bare['rps']:.0%} | {result['non2xx']:.0f} |"
+                    f"{result['p99']:.2f} | {share:.0%} | {result['non2xx']:.0f} |"
                 )
     print("\n".join(lines))
     results = ROOT / "bench" / "results"

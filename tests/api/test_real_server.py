@@ -19,9 +19,7 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
         assert response.status_code == 200
         assert response.json()["decision"] == "defer"
         # A header value that is not ASCII is not echoed; a fresh id is made instead.
-        odd = httpx.get(
-            f"{url}/health/live", headers=[(b"x-request-id", "é".encode())], timeout=10
-        )
+        odd = httpx.get(f"{url}/health/live", headers=[(b"x-request-id", "é".encode())], timeout=10)
         assert odd.status_code == 200
         assert len(odd.headers["x-request-id"]) == 32
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
