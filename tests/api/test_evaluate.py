@@ -245,3 +245,20 @@ def test_batch_limits(client: Client, log: Any) -> None:
     with TestClient(app) as small:
         assert small.post("/evaluate/batch", json={"items": [{}] * 3}).status_code == 200
         problem(small.post("/evaluate/batch", json={"items": [{}] * 4}), 400, "invalid-request")
+
+
+def test_an_internal_fault_is_a_problem_without_a_trace_and_is_logged(
+    client: Client, log: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("SECRET-INTERNAL-DETAIL")
+
+    monkeypatch.setattr("service.api.routes.evaluate", broken)
+    response = client.post("/evaluate", json={"request": sample()})
+    body = problem(response, 500, "internal-error")
+    assert "SECRET-INTERNAL-DETAIL" not in response.text
+    fault = next(e for e in log.events() if e["event"] == "internal_error")
+    assert fault["decision_id"]
+    assert fault["request_id"] == response.headers["x-request-id"]
+    assert "SECRET-INTERNAL-DETAIL" in fault["exception"]
+    assert body["detail"].endswith("logged with the request id")
