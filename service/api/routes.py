@@ -201,9 +201,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             default_locale=doc.default_locale,
             on_error=doc.on_error,
             params=doc.params,
-            variables={
-                k: str(v).lower() if isinstance(v, bool) else v for k, v in doc.variables.items()
-            },
+            variables={k: _expression(v) for k, v in doc.variables.items()},
             rules=_summary(policy).rules,
             default=doc.default.decision,
         )
