@@ -29,6 +29,7 @@ from service.policy.decision import Decision
 from service.policy.model import PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case, summary
+from service.revision import policy_revision
 from service.settings import SettingsError, load_settings
 
 __all__ = ["main"]
@@ -131,7 +132,7 @@ def _directory(args: argparse.Namespace) -> Path:
 
 def _load(directory: Path) -> PolicySet:
     try:
-        return load_policies(directory)
+        return load_policies(directory, revision=policy_revision(directory))
     except PolicyError as exc:
         if len(exc.problems) == 1:
             raise CommandError(str(exc.problems[0])) from None

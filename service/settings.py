@@ -26,6 +26,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The policy used when a request names none."""
     revision: str | None = None
     """The policies' revision when the directory is not a git work tree (e.g. git-sync)."""
+    watch: bool = True
+    """Reload when files under the policy directory change (SIGHUP reloads too)."""
+    reload_requires_tests: bool = False
+    """A reload goes live only if every test suite passes."""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1

@@ -13,8 +13,10 @@ from service import __version__
 from service.api.observability import Metrics, RequestLogMiddleware
 from service.api.openapi import ContractSwaggerUI
 from service.api.problems import problem_details_config
-from service.api.routes import AppState, route_handlers
+from service.api.reload import Reloader, watching
+from service.api.routes import route_handlers
 from service.api.schemas import batch_body
+from service.api.state import AppState
 from service.policy import PolicySet, load_policies
 from service.revision import policy_revision
 from service.settings import Settings, load_settings
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None, policy_set: PolicySet | None = 
         metrics,
         batch_body(settings.batch_max_items),
     )
+    reloader = Reloader(state)
     metrics.activated(state.policy_set)
     app = Litestar(
         route_handlers=route_handlers(state),
@@ -64,10 +67,12 @@ def create_app(settings: Settings | None = None, policy_set: PolicySet | None = 
             ],
             use_handler_docstrings=False,
         ),
+        lifespan=[watching],
         logging_config=None,
         debug=False,
     )
     app.state.handshake = state
+    app.state.reloader = reloader
     # Wrap the whole handler, not just matched routes, so 404s and 405s are logged and
     # counted and carry an X-Request-ID too.
     app.asgi_handler = RequestLogMiddleware(app.asgi_handler, metrics)

@@ -63,6 +63,12 @@ class Metrics:
             ["revision", "digest"],
             registry=self.registry,
         )
+        self.reloads = Counter(
+            "handshake_policy_reloads",
+            "Policy reloads by result (success: a new set is active; failure: the old one is)",
+            ["result"],
+            registry=self.registry,
+        )
         self.policy_set_loaded = Gauge(
             "handshake_policy_set_loaded_timestamp_seconds",
             "When the active policy set was loaded",

@@ -5,7 +5,6 @@ leniently: `0` would pass for `false`). Their OpenAPI entries come from service/
 """
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +17,7 @@ from litestar.params import FromPath
 from prometheus_client import generate_latest
 
 from service.api.docs import responses
-from service.api.observability import Metrics, note
+from service.api.observability import note
 from service.api.openapi import contract
 from service.api.problems import FieldError, problem
 from service.api.schemas import (
@@ -32,26 +31,17 @@ from service.api.schemas import (
     PolicySummary,
     RuleSummary,
 )
-from service.policy import Decision, PolicySet, UnknownPolicyError, evaluate
+from service.api.state import AppState
+from service.policy import Decision, UnknownPolicyError, evaluate
 from service.policy.compiler import CompiledPolicy
 from service.policy.evaluator import decision_id
 from service.policy.request import InputError, convert, decode_json
 from service.settings import Settings
 
-__all__ = ["AppState", "route_handlers"]
+__all__ = ["route_handlers"]
 
 T = TypeVar("T")
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"  # litestar adds `; charset=utf-8`
-
-
-@dataclass
-class AppState:
-    """What the handlers share. `policy_set` is replaced whole, never changed in place."""
-
-    settings: Settings
-    policy_set: PolicySet
-    metrics: Metrics
-    batch_body: Any  # the batch body's type, made for the configured item limit
 
 
 def require_json(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -177,6 +167,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             revision=policy_set.revision,
             digest=policy_set.digest,
             loaded_at=policy_set.loaded_at,
+            last_reload=state.last_reload,
             policies=[_summary(p) for _, p in sorted(policy_set.policies.items())],
         )
 
@@ -230,6 +221,8 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             policies=len(policy_set.policies),
             revision=policy_set.revision,
             digest=policy_set.digest,
+            loaded_at=policy_set.loaded_at,
+            last_reload=state.last_reload,
         )
 
     @get(

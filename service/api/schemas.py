@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.api.state import ReloadStatus
 from service.policy.decision import Decision, Out
 from service.policy.model import Locale
 from service.policy.request import Base, ConnectionRequest, Timestamp, check_timestamps
@@ -109,6 +110,7 @@ class PolicySetInfo(Out, frozen=True, kw_only=True):
 
 
 class PolicyList(PolicySetInfo, frozen=True, kw_only=True):
+    last_reload: ReloadStatus | None = None
     policies: list[PolicySummary]
 
 
@@ -128,3 +130,5 @@ class Health(Out, frozen=True, kw_only=True):
     policies: int | None = None
     revision: str | None = None
     digest: str | None = None
+    loaded_at: datetime | None = None
+    last_reload: ReloadStatus | None = None  # a failed reload: the active set still serves

@@ -1,0 +1,136 @@
+"""Safe hot reload: load and compile the whole new set off the request path, then swap.
+
+Triggers: changes under the policy directory (watchfiles) and SIGHUP. A reload that fails —
+any load problem, or a failing test suite when `reload_requires_tests` is on — leaves the
+active set serving and is reported in the log, in `/health/ready` and `/policies`
+(`last_reload`), and in metrics. Each worker process watches on its own and converges on the
+same files; the digest says which content a worker serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from litestar import Litestar
+from watchfiles import awatch
+
+from service.api.state import AppState, ReloadStatus
+from service.policy import PolicyError, PolicySet, Problem
+from service.policy.suite import load_suites, run_case
+
+__all__ = ["Reloader", "watching"]
+
+
+class Reloader:
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        self.log = structlog.get_logger("handshake")
+        self._lock = asyncio.Lock()
+
+    def reload(self, reason: str) -> bool:
+        """Load, check and swap; blocking (run it in a thread). True when a new set is active."""
+        from service.api.app import load_policy_set  # the app module builds on this one
+
+        state = self.state
+        try:
+            candidate = load_policy_set(state.settings)
+            if state.settings.reload_requires_tests:
+                _require_passing_suites(Path(state.settings.policies), candidate)
+        except PolicyError as exc:
+            self._failed(reason, exc.problems)
+            return False
+        previous = state.policy_set
+        if (candidate.digest, candidate.revision) == (previous.digest, previous.revision):
+            state.last_reload = ReloadStatus.ok(candidate, unchanged=True)
+            return False
+        state.policy_set = candidate  # one assignment: each request reads the set once
+        state.metrics.activated(candidate)
+        state.metrics.reloads.labels("success").inc()
+        state.last_reload = ReloadStatus.ok(candidate)
+        self.log.info(
+            "policies_reloaded",
+            reason=reason,
+            revision=candidate.revision,
+            digest=candidate.digest,
+            previous_digest=previous.digest,
+            policies=len(candidate.policies),
+        )
+        return True
+
+    async def reload_async(self, reason: str) -> bool:
+        async with self._lock:  # one reload at a time; the next sees the newest files
+            return await asyncio.to_thread(self.reload, reason)
+
+    def _failed(self, reason: str, problems: list[Problem]) -> None:
+        state = self.state
+        state.metrics.reloads.labels("failure").inc()
+        state.last_reload = ReloadStatus(
+            status="failed",
+            at=datetime.now(UTC),
+            problems=[str(p) for p in problems],
+        )
+        self.log.error(
+            "policy_reload_failed",
+            reason=reason,
+            active_revision=state.policy_set.revision,
+            active_digest=state.policy_set.digest,
+            problems=[str(p) for p in problems],
+        )
+
+
+def _require_passing_suites(directory: Path, policy_set: PolicySet) -> None:
+    failed = []
+    for case in load_suites(directory, policy_set):
+        result = run_case(policy_set, case)
+        if result.failures:
+            failed.append(
+                Problem(
+                    file=case.file,
+                    line=case.line,
+                    message=f"test `{case.case.name}` fails: " + "; ".join(result.failures),
+                )
+            )
+    if failed:
+        raise PolicyError(failed)
+
+
+@asynccontextmanager
+async def watching(app: Litestar) -> AsyncIterator[None]:
+    """Lifespan: watch the policy directory and listen for SIGHUP while the app runs."""
+    state: AppState = app.state.handshake
+    reloader: Reloader = app.state.reloader
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[bool]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reloader.reload_async("SIGHUP"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    stop = asyncio.Event()
+    watcher = None
+    if state.settings.watch:
+        watcher = loop.create_task(_watch(Path(state.settings.policies), reloader, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        if watcher is not None:
+            with suppress(asyncio.CancelledError):
+                await asyncio.wait_for(watcher, timeout=5)
+
+
+async def _watch(directory: Path, reloader: Reloader, stop: asyncio.Event) -> None:
+    async for changes in awatch(directory, stop_event=stop, debounce=300, step=50):
+        files = sorted({Path(path).name for _, path in changes})
+        await reloader.reload_async(f"files changed: {', '.join(files[:5])}")
