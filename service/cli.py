@@ -119,6 +119,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     openapi.set_defaults(run=_openapi)
 
+    diff = commands.add_parser(
+        "diff",
+        parents=[policies],
+        help="what a change does: evaluate requests at two git revisions and compare",
+    )
+    diff.add_argument("rev_a", metavar="REV_A", help="the revision before, e.g. main")
+    diff.add_argument(
+        "rev_b", nargs="?", metavar="REV_B", help="the revision after (default: the work tree)"
+    )
+    diff.add_argument("--requests", type=Path, metavar="FILE", help="recorded requests, JSON lines")
+    diff.add_argument(
+        "--policy", default="default", help="policy for recorded requests that name none"
+    )
+    diff.add_argument("--format", choices=["text", "json"], default="text")
+    diff.set_defaults(run=_diff)
+
     schema = commands.add_parser("schema", help="print a JSON Schema (for editors and clients)")
     schema.add_argument("what", choices=sorted(SCHEMAS), help="which document")
     schema.set_defaults(run=_schema)
@@ -201,6 +217,26 @@ def _schema(args: argparse.Namespace) -> int:
     schema = msgspec.json.schema(SCHEMAS[args.what])
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n")
     return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from service.diff import DiffError, diff
+
+    try:
+        report = diff(
+            _directory(args),
+            args.rev_a,
+            args.rev_b,
+            requests=args.requests,
+            default_policy=args.policy,
+        )
+    except DiffError as exc:
+        raise CommandError(str(exc)) from None
+    if args.format == "json":
+        sys.stdout.write(report.as_json().decode() + "\n")
+    else:
+        print(report.as_text())
+    return 1 if report.changed else 0
 
 
 def _serve(args: argparse.Namespace) -> int:

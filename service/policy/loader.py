@@ -43,21 +43,31 @@ def policy_files(directory: Path, *, suites: bool = False) -> list[Path]:
     return found
 
 
-def display(directory: Path, path: Path) -> str:
+def display(directory: Path, path: Path, label: str | None = None) -> str:
+    """How a file is named in problems: below `label` when given (e.g. `main:policies`)."""
+    if label is not None:
+        return f"{label}/{path.relative_to(directory).as_posix()}"
     return str(directory / path.relative_to(directory))
 
 
-def load_policies(directory: Path, *, revision: str | None = None) -> PolicySet:
-    """Load and compile every policy below `directory`; raise `PolicyError` listing them all."""
+def load_policies(
+    directory: Path, *, revision: str | None = None, label: str | None = None
+) -> PolicySet:
+    """Load and compile every policy below `directory`; raise `PolicyError` listing them all.
+
+    `label` names the directory in problems instead of its path (e.g. a git revision's tree).
+    """
     if not directory.is_dir():
-        raise PolicyError([Problem(file=str(directory), message="no such policy directory")])
+        raise PolicyError(
+            [Problem(file=label or str(directory), message="no such policy directory")]
+        )
     problems: list[Problem] = []
     policies: dict[str, CompiledPolicy] = {}
     digest = hashlib.sha256()
     for path in policy_files(directory):
         relative = path.relative_to(directory).as_posix()
         name = relative.removesuffix(".yaml")
-        shown = display(directory, path)
+        shown = display(directory, path, label)
         if not _NAME.match(name):
             problems.append(
                 Problem(file=shown, message=f"policy name `{name}` may use only A-Z a-z 0-9 . _ -")

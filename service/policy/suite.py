@@ -99,7 +99,9 @@ class CaseResult:
     decision: Decision | None
 
 
-def load_suites(directory: Path, policy_set: PolicySet | None = None) -> list[LoadedCase]:
+def load_suites(
+    directory: Path, policy_set: PolicySet | None = None, *, label: str | None = None
+) -> list[LoadedCase]:
     """Every case of every suite below `directory`; raise `PolicyError` listing all problems.
 
     With a policy set, a suite naming an unknown policy is a problem too.
@@ -110,7 +112,7 @@ def load_suites(directory: Path, policy_set: PolicySet | None = None) -> list[Lo
     cases: list[LoadedCase] = []
     for path in policy_files(directory, suites=True):
         try:
-            source = parse_source(path.read_bytes(), display(directory, path))
+            source = parse_source(path.read_bytes(), display(directory, path, label))
         except PolicyError as exc:
             problems.extend(exc.problems)
             continue
