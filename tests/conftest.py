@@ -15,6 +15,9 @@ import pytest
 import yaml
 
 CASES = Path(__file__).parent / "cases"
+MINIMAL_POLICY = (
+    "apiVersion: handshake/v1\nkind: ConnectionPolicy\ndefault: {decision: ignore, rationale: x}\n"
+)
 POLICIES = Path(__file__).parent.parent / "policies"
 
 

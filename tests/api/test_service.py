@@ -16,7 +16,7 @@ from service.api.openapi import contract, openapi_yaml
 from service.api.problems import Problem
 from service.settings import Settings
 from tests.api.conftest import Log, sample
-from tests.conftest import POLICIES
+from tests.conftest import MINIMAL_POLICY, POLICIES
 
 Client = TestClient[Litestar]
 COMMITTED = POLICIES.parent / "openapi" / "openapi.yaml"
@@ -57,10 +57,7 @@ def test_health(client: Client) -> None:
 
 
 def test_revision_comes_from_git_or_the_setting(tmp_path: Path, log: Log) -> None:
-    (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
-        "default: {decision: ignore, rationale: x}\n"
-    )
+    (tmp_path / "p.yaml").write_text(MINIMAL_POLICY)
     app = create_app(Settings(policies=str(tmp_path), default_policy="p", revision="v42"))
     with TestClient(app) as client:
         assert client.get("/health/ready").json()["revision"] == "v42"
