@@ -43,8 +43,13 @@ _SET = {
     "loaded_at": "2026-11-22T08:59:58.120000Z",
 }
 _RULES = [
-    {"id": "close-tie", "decision": "accept", "description": ""},
-    {"id": "ask-for-context", "decision": "defer", "description": "No note: ask first."},
+    {"id": "close-tie", "decision": "accept", "source": "default.yaml:50"},
+    {
+        "id": "ask-for-context",
+        "decision": "defer",
+        "description": "No note: ask first.",
+        "source": "default.yaml:76",
+    },
 ]
 
 # status 200 examples, by the type they show
@@ -75,8 +80,10 @@ EXAMPLES: dict[type, dict[str, Any]] = {
     },
     PolicyDetail: {
         **_SET,
-        "name": "default",
+        "name": "team/sales",
+        "file": "team/sales.yaml",
         "description": "A sensible starting point",
+        "extends": ["default"],
         "default_locale": "en",
         "on_error": "skip",
         "params": {"industries": ["software", "data"]},

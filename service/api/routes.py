@@ -182,19 +182,21 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     async def get_policy(name: FromPath[str]) -> PolicyDetail:
         policy_set = state.policy_set
         policy = policy_set.get(name.lstrip("/"))
-        doc = policy.document
+        summary = _summary(policy)
         return PolicyDetail(
             revision=policy_set.revision,
             digest=policy_set.digest,
             loaded_at=policy_set.loaded_at,
             name=policy.name,
-            description=doc.description.strip(),
-            default_locale=doc.default_locale,
-            on_error=doc.on_error,
-            params=doc.params,
-            variables={k: _expression(v) for k, v in doc.variables.items()},
-            rules=_summary(policy).rules,
-            default=doc.default.decision,
+            file=policy.file,
+            description=summary.description,
+            extends=list(policy.extends),
+            default_locale=policy.default_locale,
+            on_error=policy.on_error,
+            params=dict(policy.params),
+            variables={k: program.text for k, program in policy.variables.items()},
+            rules=summary.rules,
+            default=summary.default,
         )
 
     @get(
@@ -263,14 +265,16 @@ async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
 
 
 def _summary(policy: CompiledPolicy) -> PolicySummary:
-    doc = policy.document
     return PolicySummary(
         name=policy.name,
-        description=doc.description.strip(),
+        description=policy.description.strip(),
         rules=[
-            RuleSummary(id=r.id, decision=r.decision, description=r.description) for r in doc.rules
+            RuleSummary(
+                id=r.id, decision=r.outcome.decision, description=r.description, source=r.origin
+            )
+            for r in policy.rules
         ],
-        default=doc.default.decision,
+        default=policy.default.decision,
     )
 
 
@@ -279,8 +283,3 @@ def _personal(settings: Settings, body: EvaluateBody) -> dict[str, Any]:
     if not settings.log_personal_data:
         return {}
     return {"requester": body.request.requester.name, "requester_id": body.request.requester.id}
-
-
-def _expression(value: str | bool) -> str:
-    """A variable as written; `true` may be written unquoted in YAML."""
-    return str(value).lower() if isinstance(value, bool) else value

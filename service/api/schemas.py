@@ -94,6 +94,7 @@ class RuleSummary(Out, frozen=True, kw_only=True):
     id: str
     decision: str
     description: str = ""
+    source: str  # `file:line` where the rule was written (a base's file for inherited rules)
 
 
 class PolicySummary(Out, frozen=True, kw_only=True):
@@ -116,7 +117,9 @@ class PolicyList(PolicySetInfo, frozen=True, kw_only=True):
 
 class PolicyDetail(PolicySetInfo, frozen=True, kw_only=True):
     name: str
+    file: str
     description: str
+    extends: list[str]  # the bases, nearest first
     default_locale: str
     on_error: str
     params: dict[str, Any]

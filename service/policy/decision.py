@@ -34,6 +34,7 @@ class PolicyRef(Out, frozen=True, kw_only=True):
 
 class RuleTrace(Out, frozen=True, kw_only=True):
     rule: str
+    source: str  # `file:line` where the rule was written: a base's file for inherited rules
     matched: bool
     error: str | None = None
 

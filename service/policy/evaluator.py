@@ -87,11 +87,11 @@ def evaluate(
                 raise EvalError(f"condition returned a {type_name(result)}, not a bool")
         except EvalError as exc:
             errors.append(RuleError(rule=rule.id, message=str(exc)))
-            steps.append(RuleTrace(rule=rule.id, matched=False, error=str(exc)))
-            if policy.document.on_error == "default":
+            steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=False, error=str(exc)))
+            if policy.on_error == "default":
                 break
             continue
-        steps.append(RuleTrace(rule=rule.id, matched=bool(result)))
+        steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=bool(result)))
         if result:
             rule_id, outcome = rule.id, rule.outcome
             break
@@ -131,7 +131,7 @@ def _render(
         rationale = outcome.rationale.source
 
     reply = None
-    chosen = choose_locale(outcome.reply, locale, policy.document.default_locale)
+    chosen = choose_locale(outcome.reply, locale, policy.default_locale)
     if chosen is not None:
         try:
             reply = Reply(locale=chosen, text=outcome.reply[chosen].render(names))

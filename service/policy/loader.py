@@ -16,8 +16,9 @@ import msgspec
 
 from service.policy.compiler import CompiledPolicy, PolicySet, compile_policy
 from service.policy.errors import PolicyError, Problem, did_you_mean
-from service.policy.model import DECISIONS, PolicyDocument, Rule
+from service.policy.model import DECISIONS, RULE_LISTS, PolicyDocument, Rule
 from service.policy.model import Outcome as DefaultOutcome
+from service.policy.parts import Document, resolve
 from service.policy.source import Source, parse_path, parse_source
 
 __all__ = ["SUITE_SUFFIX", "load_policies", "policy_files", "validate"]
@@ -62,7 +63,7 @@ def load_policies(
             [Problem(file=label or str(directory), message="no such policy directory")]
         )
     problems: list[Problem] = []
-    policies: dict[str, CompiledPolicy] = {}
+    documents: dict[str, Document] = {}
     digest = hashlib.sha256()
     for path in policy_files(directory):
         relative = path.relative_to(directory).as_posix()
@@ -76,7 +77,7 @@ def load_policies(
         try:
             raw = path.read_bytes()
             digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)
-            source = parse_source(raw, shown)
+            source = parse_source(raw, shown, relative)
         except OSError as exc:
             problems.append(Problem(file=shown, message=f"cannot read: {exc.strerror}"))
             continue
@@ -85,14 +86,17 @@ def load_policies(
             continue
         document, found = validate(source, PolicyDocument)
         problems.extend(found)
-        indices = None
-        if document is None:  # still compile the valid parts, to report their problems too
-            document, indices = _salvage(source)
-            if document is None:
-                continue
-        policy, found = compile_policy(name, source, document, rule_indices=indices)
+        if document is not None:
+            documents[name] = Document(source, document)
+        elif salvaged := _salvage(source):  # compile the valid parts, to report their problems
+            documents[name] = salvaged
+    every_parts, found = resolve(documents)
+    problems.extend(found)
+    policies: dict[str, CompiledPolicy] = {}
+    for name, parts in every_parts.items():
+        policy, found = compile_policy(parts)
         problems.extend(found)
-        if policy is not None and indices is None:
+        if policy is not None:
             policies[name] = policy
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)
@@ -112,11 +116,12 @@ def validate(source: Source, kind: type[T]) -> tuple[T | None, list[Problem]]:
         problems = [_schema_problem(source, str(exc), ())]
     if kind is PolicyDocument and isinstance(source.data, dict):
         # msgspec stops at the first error; validate rules and the default one by one.
-        rules = source.data.get("rules")
         parts: list[tuple[tuple[str | int, ...], Any, type]] = []
-        if isinstance(rules, list):
-            parts += [(("rules", i), rule, Rule) for i, rule in enumerate(rules)]
-        if "default" in source.data:
+        for key in RULE_LISTS:
+            rules = source.data.get(key)
+            if isinstance(rules, list):
+                parts += [((key, i), rule, Rule) for i, rule in enumerate(rules)]
+        if isinstance(source.data.get("default"), dict):
             parts.append((("default",), source.data["default"], DefaultOutcome))
         for prefix, data, part_kind in parts:
             try:
@@ -126,19 +131,23 @@ def validate(source: Source, kind: type[T]) -> tuple[T | None, list[Problem]]:
     return None, problems
 
 
-def _salvage(source: Source) -> tuple[PolicyDocument | None, list[int] | None]:
-    """The document without its invalid rules, and the original index of each kept rule."""
+def _salvage(source: Source) -> Document | None:
+    """The document without its invalid rules, with the file index of each kept rule."""
     data = source.data
-    if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
-        return None, None
-    kept = [i for i, rule in enumerate(data["rules"]) if _valid(rule, Rule)]
+    if not isinstance(data, dict):
+        return None
+    kept: dict[str, list[int]] = {}
+    for key in RULE_LISTS:
+        rules = data.get(key, [])
+        if not isinstance(rules, list):
+            return None
+        kept[key] = [i for i, rule in enumerate(rules) if _valid(rule, Rule)]
+    lists = {key: [data[key][i] for i in indices] for key, indices in kept.items() if key in data}
     try:
-        salvaged = msgspec.convert(
-            {**data, "rules": [data["rules"][i] for i in kept]}, PolicyDocument
-        )
+        salvaged = msgspec.convert({**data, **lists}, PolicyDocument)
     except msgspec.ValidationError:
-        return None, None
-    return salvaged, kept
+        return None
+    return Document(source, salvaged, rule_indices=kept)
 
 
 def _valid(data: Any, kind: type) -> bool:

@@ -17,6 +17,7 @@ from service.policy.request import Base
 __all__ = [
     "DECISIONS",
     "RESERVED_RULE_ID",
+    "RULE_LISTS",
     "Decision",
     "Outcome",
     "PolicyDocument",
@@ -25,6 +26,9 @@ __all__ = [
 
 Decision = Literal["accept", "decline", "ignore", "defer"]
 DECISIONS: tuple[str, ...] = typing.get_args(Decision)
+
+# Where rules may be written, in evaluation order around a base's rules.
+RULE_LISTS = ("rules_before", "rules", "rules_after")
 
 # Test suites say `rule: default` when they expect the default to decide.
 RESERVED_RULE_ID = "default"
@@ -71,13 +75,30 @@ class Rule(Outcome, frozen=True, kw_only=True):
     when: Expression | bool  # `when: true` is written unquoted in YAML
 
 
+PolicyName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+        max_length=200,
+        description="A policy name: its path under the policy directory without `.yaml`",
+    ),
+]
+
+
 class PolicyDocument(Base, frozen=True, kw_only=True):
+    """A policy file. One that `extends` a base takes the base's variables, rules, wording and
+    default, merges its own `params` and `variables` over the base's, and may add rules before
+    and after the base's (`rules_before`, `rules_after`) and its own `default`."""
+
     api_version: Literal["handshake/v1"] = msgspec.field(name="apiVersion")
     kind: Literal["ConnectionPolicy"]
     description: str = ""
-    default_locale: Locale = "en"
-    on_error: Literal["skip", "default"] = "skip"
+    extends: PolicyName | None = None
+    default_locale: Locale | None = None  # else the base's, else `en`
+    on_error: Literal["skip", "default"] | None = None  # else the base's, else `skip`
     params: dict[Identifier, Any] = {}
     variables: dict[Identifier, Expression | bool] = {}
     rules: list[Rule] = []
-    default: Outcome
+    rules_before: list[Rule] = []
+    rules_after: list[Rule] = []
+    default: Outcome | None = None  # required unless the policy extends another

@@ -46,6 +46,7 @@ class Source:
     text: str
     data: Any
     root: yaml.Node | None
+    name: str = ""  # the path inside the policy directory, when it is in one
 
     def locate(self, path: JsonPath, key: str | None = None) -> tuple[int, int]:
         """1-based (line, column) of the value at `path`, or of `key` inside it when given.
@@ -116,7 +117,7 @@ def read_source(path: Path, display: str) -> Source:
     return parse_source(raw, display)
 
 
-def parse_source(raw: bytes, display: str) -> Source:
+def parse_source(raw: bytes, display: str, name: str = "") -> Source:
     """Parse YAML bytes; raise `PolicyError` with the located problems if it is not valid YAML."""
     try:
         text = raw.decode("utf-8")
@@ -151,7 +152,7 @@ def parse_source(raw: bytes, display: str) -> Source:
         raise PolicyError([Problem(file=display, message=f"invalid YAML: {exc}")]) from None
     finally:
         loader.dispose()
-    return Source(file=display, text=text, data=data, root=root)
+    return Source(file=display, text=text, data=data, root=root, name=name or display)
 
 
 def _child(node: yaml.Node, segment: str | int) -> yaml.Node | None:

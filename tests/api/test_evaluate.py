@@ -71,7 +71,13 @@ def test_named_policy_and_explain(client: Client) -> None:
     )
     body = response.json()
     assert body["rule"] == "already-connected-elsewhere"
-    assert body["trace"]["rules"] == [{"rule": "already-connected-elsewhere", "matched": True}]
+    assert body["trace"]["rules"] == [
+        {
+            "rule": "already-connected-elsewhere",
+            "source": "examples/friends-elsewhere.yaml:13",
+            "matched": True,
+        }
+    ]
     assert body["trace"]["variables"]["elsewhere"] == {"value": True}
 
 

@@ -170,7 +170,11 @@ def test_eval_explain_shows_rules_and_variables(
     assert code == 0
     trace = json.loads(out)["trace"]
     assert [step["rule"] for step in trace["rules"]][:2] == ["anonymous", "friends-and-family"]
-    assert trace["rules"][-1] == {"rule": "ask-for-context", "matched": True}
+    assert trace["rules"][-1] == {
+        "rule": "ask-for-context",
+        "source": "default.yaml:78",
+        "matched": True,
+    }
     assert trace["variables"]["has_note"] == {"value": False}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from service.policy.compiler import MINIMAL, REPRESENTATIVE
+from service.policy.probe import MINIMAL, REPRESENTATIVE
 from service.policy.request import ConnectionRequest, InputError, decode_request
 
 PEOPLE = (

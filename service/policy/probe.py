@@ -1,0 +1,145 @@
+"""Checks that need evaluation, on two representative requests.
+
+cel-python has no type checker, so each compiled expression is run on a request with every
+optional field set (a `when` that is not a bool, type errors) and on one with none set (a
+`when` that fails without a `has()` guard: a warning). A `when` that is constant and true
+makes the rules after it unreachable (a warning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from service.policy import references as refs
+from service.policy.cel import EvalError, Program, Value, type_name
+from service.policy.compiler import CompiledOutcome, CompiledPolicy, activation, request_to_cel
+from service.policy.parts import PolicyParts, Site
+from service.policy.request import ConnectionRequest, Person, Relationship
+
+__all__ = ["MINIMAL", "REPRESENTATIVE", "probe"]
+
+_T = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
+_FULL_PERSON = Person(
+    id="p-1",
+    name="Sample Person",
+    headline="Engineer",
+    industry="software",
+    function="engineering",
+    region="Europe",
+    company="Example",
+    has_photo=True,
+    connection_count=500,
+    connection_limit=30000,
+    last_active_at=_T,
+)
+# Every optional field present: type errors show; a `when` that is not bool shows.
+REPRESENTATIVE = ConnectionRequest(
+    id="r-1",
+    platform="linkedin",
+    received_at=_T,
+    message="Hello, we met at the meetup",
+    requester=_FULL_PERSON,
+    recipient=_FULL_PERSON,
+    relationship=Relationship(
+        met_in_person=True,
+        worked_together=True,
+        shared_employers=["Example"],
+        mutual_connections=3,
+        last_interaction_at=_T,
+        known_via="colleague",
+        connected_elsewhere=["xing"],
+    ),
+)
+# No optional field present: a condition that fails here lacks a `has()` guard.
+MINIMAL = ConnectionRequest(
+    requester=Person(name="Sample Person", has_photo=False),
+    recipient=Person(name="Sample Person", has_photo=False),
+)
+
+Report = Callable[..., None]
+
+
+def probe(policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
+    _Probe(policy, parts, report).run()
+
+
+class _Probe:
+    def __init__(self, policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
+        self.policy, self.report = policy, report
+        self.full, _ = activation(policy, request_to_cel(REPRESENTATIVE), _T)
+        self.bare, _ = activation(policy, request_to_cel(MINIMAL), _T)
+        self.variable_sites = {name: site for name, (_, site) in parts.variables.items()}
+        self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
+        self.default_site = parts.default[1]
+
+    def run(self) -> None:
+        for name, program in self.policy.variables.items():
+            self.attempt(self.variable_sites[name], program, self.full)
+        always: str | None = None
+        for rule in self.policy.rules:
+            site = self.rule_sites[rule.id]
+            if always is not None:
+                self.report(
+                    site.at("id"),
+                    f"rule `{rule.id}` can never match: rule `{always}` before it always matches",
+                    severity="warning",
+                )
+            result, failure = self.attempt(site.at("when"), rule.when, self.full)
+            if failure:
+                continue
+            if type_name(result) != "bool":
+                self.report(
+                    site.at("when"), f"a condition must be a bool, not {_a(type_name(result))}"
+                )
+                continue
+            _, failure = self.attempt(site.at("when"), rule.when, self.bare, quiet=True)
+            if failure and failure.kind == "missing":
+                self.report(
+                    site.at("when"),
+                    f"fails when optional fields are absent ({failure}); guard them with `has()`",
+                    severity="warning",
+                )
+            if always is None and bool(result) and self.constant(rule.when):
+                always = rule.id
+        for rule in self.policy.rules:
+            self.templates(self.rule_sites[rule.id], rule.outcome)
+        self.templates(self.default_site, self.policy.default)
+
+    def templates(self, site: Site, outcome: CompiledOutcome) -> None:
+        templates = [(site.at("rationale"), outcome.rationale)]
+        templates += [(site.at("reply", k), t) for k, t in outcome.reply.items()]
+        templates += [(site.at("outputs", k), t) for k, t in outcome.outputs.items()]
+        for where, template in templates:
+            for placeholder in template.placeholders:
+                self.attempt(where, placeholder.program, self.full)
+
+    def attempt(
+        self, site: Site, program: Program, names: dict[str, Value], *, quiet: bool = False
+    ) -> tuple[Any, EvalError | None]:
+        """(value, None) or (None, the failure); type errors are reported unless quiet."""
+        try:
+            return program.run(names), None
+        except EvalError as exc:
+            if exc.kind == "type" and not quiet:
+                self.report(site, f"type error on a representative request: {exc}")
+            return None, exc
+
+    def constant(self, program: Program) -> bool:
+        """True when a program reads no request data or time, directly or through variables."""
+        pending = [program]
+        seen: set[str] = set()
+        while pending:
+            for found in refs.references(pending.pop().tree):
+                if isinstance(found, refs.Reference):
+                    if found.path[0] in ("request", "now"):
+                        return False
+                    if found.path[0] == "variables" and found.path[1] not in seen:
+                        seen.add(found.path[1])
+                        pending.append(self.policy.variables[found.path[1]])
+        return True
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
