@@ -17,6 +17,8 @@ from tests.conftest import evaluator_bundles
 def test_evaluator_table(bundle: Path, tmp_path: Path) -> None:
     # Split the bundle into a policy file and its suite (JSON is YAML; anchors are resolved).
     data = read_source(bundle, bundle.name).data
+    for name, text in data.pop("files", {}).items():  # other policies, e.g. a base
+        (tmp_path / name).write_text(text, encoding="utf-8")
     (tmp_path / "policy.yaml").write_text(json.dumps(data.pop("policy")), encoding="utf-8")
     (tmp_path / "policy_test.yaml").write_text(json.dumps({**data, "policy": "policy"}))
 
