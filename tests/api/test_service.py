@@ -52,7 +52,7 @@ def test_health(client: Client) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ok"
-    assert ready["policies"] == 7
+    assert ready["policies"] == 8
     assert ready["digest"] == client.get("/policies").json()["digest"]
 
 

@@ -46,7 +46,7 @@ def broken(tmp_path: Path) -> Path:
 def test_check_bundled_policies(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "check", str(POLICIES))
     assert code == 0
-    assert "7 policies and 41 test cases" in out
+    assert "8 policies and 46 test cases" in out
     assert "no errors, 0 warning(s)" in out
 
 
@@ -93,7 +93,7 @@ def test_policies_directory_from_the_environment(
 def test_test_command_runs_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES))
     assert code == 0
-    assert out.splitlines()[-1] == "41 passed, 0 failed"
+    assert out.splitlines()[-1] == "46 passed, 0 failed"
 
 
 def test_test_command_filter_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
