@@ -8,10 +8,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 import msgspec
@@ -35,6 +37,7 @@ from service.settings import SettingsError, load_settings
 __all__ = ["main"]
 
 OPENAPI = Path("openapi/openapi.yaml")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 SCHEMAS: dict[str, type] = {
     "policy": PolicyDocument,
     "request": ConnectionRequest,
@@ -118,6 +121,11 @@ def _parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="only compare with FILE; exit 1 when it differs"
     )
     openapi.set_defaults(run=_openapi)
+
+    init = commands.add_parser("init", help="start a team policy with a passing test suite")
+    init.add_argument("dir", type=Path, metavar="DIR", help="the policy directory to write into")
+    init.add_argument("--name", default="team", help="the policy's name (default: team)")
+    init.set_defaults(run=_init)
 
     diff = commands.add_parser(
         "diff",
@@ -216,6 +224,25 @@ def _eval(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     schema = msgspec.json.schema(SCHEMAS[args.what])
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n")
+    return 0
+
+
+def _init(args: argparse.Namespace) -> int:
+    if not _NAME.match(args.name):
+        raise CommandError(f"--name: `{args.name}` is not a policy name (A-Z a-z 0-9 . _ - and /)")
+    scaffold = resources.files("service.scaffold")
+    targets = {
+        args.dir / f"{args.name}.yaml": scaffold.joinpath("policy.yaml"),
+        args.dir / f"{args.name}_test.yaml": scaffold.joinpath("suite.yaml"),
+    }
+    for target in targets:
+        if target.exists():
+            raise CommandError(f"{target}: already exists; nothing was written")
+    for target, template in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(template.read_text(encoding="utf-8").format(name=args.name))
+        print(f"wrote {target}")
+    print(f"next: handshake test {args.dir}")
     return 0
 
 

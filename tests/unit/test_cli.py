@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from service.cli import main
 from tests.conftest import POLICIES
@@ -265,3 +266,28 @@ def test_python_dash_m_service_without_traceback(tmp_path: Path) -> None:
     assert result.stderr.splitlines() == [
         f"handshake: error: {tmp_path}/a.yaml:2:1: invalid YAML: did not find expected node content"
     ]
+
+
+def test_init_scaffolds_a_policy_whose_suite_passes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = run(capsys, "init", str(tmp_path), "--name", "sales/emea")
+    assert code == 0
+    assert (tmp_path / "sales" / "emea.yaml").exists()
+    assert run(capsys, "check", "--strict", str(tmp_path))[0] == 0
+    code, out, _ = run(capsys, "test", str(tmp_path))
+    assert (code, out.splitlines()[-1]) == (0, "4 passed, 0 failed")
+    code, _, err = run(capsys, "init", str(tmp_path), "--name", "sales/emea")
+    assert code == 2
+    assert one_line(err).endswith("already exists; nothing was written")
+
+
+def test_the_pre_commit_hooks_run_real_commands() -> None:
+    hooks = yaml.safe_load((POLICIES.parent / ".pre-commit-hooks.yaml").read_text())
+    assert {hook["id"]: hook["entry"] for hook in hooks} == {
+        "handshake-check": "handshake check",
+        "handshake-test": "handshake test",
+    }
+    for hook in hooks:
+        command = hook["entry"].split()[1]
+        assert main([command, str(POLICIES)]) == 0
