@@ -8,8 +8,8 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import re
 import os
+import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
