@@ -33,6 +33,7 @@ from service.policy.request import InputError, Timestamp, check_timestamps, deco
 from service.policy.suite import load_suites, run_case, summary
 from service.revision import policy_revision
 from service.settings import SettingsError, load_settings
+from service.webhooks import Webhooks, load_webhooks
 
 __all__ = ["main"]
 
@@ -168,21 +169,30 @@ def _load(directory: Path) -> PolicySet:
 
 def _check(args: argparse.Namespace) -> int:
     directory = _directory(args)
+    hooks = os.environ.get("HANDSHAKE_WEBHOOKS") or directory / "webhooks.yaml"
     try:
         policy_set = load_policies(directory)
         cases = load_suites(directory, policy_set)
+        webhooks = (
+            load_webhooks(
+                Path(hooks), policy_set, os.environ.get("HANDSHAKE_DEFAULT_POLICY", "default")
+            )
+            if Path(hooks).is_file()
+            else Webhooks()
+        )
     except PolicyError as exc:
         for problem in exc.problems:
             print(problem)
         errors = sum(p.severity == "error" for p in exc.problems)
         print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
         return 1
-    for problem in policy_set.warnings:
+    warnings = [*policy_set.warnings, *webhooks.warnings]
+    for problem in warnings:
         print(problem)
-    warnings = len(policy_set.warnings)
+    sources = f", {len(webhooks.sources)} webhook sources" if webhooks.sources else ""
     print(
-        f"{len(policy_set.policies)} policies and {len(cases)} test cases in {directory}: "
-        f"no errors, {warnings} warning(s)"
+        f"{len(policy_set.policies)} policies{sources} and {len(cases)} test cases in "
+        f"{directory}: no errors, {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
 

@@ -7,7 +7,8 @@ import os
 import structlog
 import uvicorn
 
-from service.api.app import create_app, load_policy_set
+from service.api.app import create_app
+from service.api.state import load_active
 from service.log import configure_logging
 from service.policy import PolicyError
 from service.settings import PREFIX, Settings
@@ -19,13 +20,14 @@ def serve(settings: Settings) -> int:
     configure_logging(settings)
     log = structlog.get_logger("handshake")
     try:
-        policy_set = load_policy_set(settings)  # fail before binding, listing every problem
+        active = load_active(settings)  # fail before binding, listing every problem
     except PolicyError as exc:
         for problem in exc.problems:
             log.error("policy_problem", problem=str(problem))
         log.error("not_started", reason=f"{len(exc.problems)} problem(s) in {settings.policies}")
         return 2
-    for warning in policy_set.warnings:
+    policy_set = active.policy_set
+    for warning in (*policy_set.warnings, *active.webhooks.warnings):
         log.warning("policy_warning", problem=str(warning))
     if settings.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("listening_beyond_loopback", host=settings.host)

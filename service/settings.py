@@ -30,6 +30,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """Reload when files under the policy directory change (SIGHUP reloads too)."""
     reload_requires_tests: bool = False
     """A reload goes live only if every test suite passes."""
+    webhooks: str | None = None
+    """The webhook sources file; by default `webhooks.yaml` in the policy directory, if any."""
+    webhook_tolerance_seconds: Annotated[int, msgspec.Meta(ge=1, le=86400)] = 300
+    """How far a Standard Webhooks timestamp may be from the clock, past or future."""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1

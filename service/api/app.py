@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
@@ -16,12 +14,10 @@ from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
-from service.api.state import AppState
-from service.policy import PolicySet, load_policies
-from service.revision import policy_revision
+from service.api.state import Active, AppState, load_active
 from service.settings import Settings, load_settings
 
-__all__ = ["create_app", "load_policy_set"]
+__all__ = ["create_app"]
 
 DESCRIPTION = """\
 Connection policies as code. POST a connection request's metadata to `/evaluate` and get the
@@ -33,18 +29,13 @@ invalid input is always 400, with the JSON path of each offending field.
 """
 
 
-def load_policy_set(settings: Settings) -> PolicySet:
-    """Load and compile the configured directory; raises `PolicyError` listing every problem."""
-    directory = Path(settings.policies)
-    return load_policies(directory, revision=policy_revision(directory, settings.revision))
-
-
-def create_app(settings: Settings | None = None, policy_set: PolicySet | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, active: Active | None = None) -> Litestar:
+    """The app; policies and webhook sources are loaded here unless `active` is given."""
     settings = settings or load_settings()
     metrics = Metrics()
     state = AppState(
         settings,
-        policy_set or load_policy_set(settings),
+        active or load_active(settings),
         metrics,
         batch_body(settings.batch_max_items),
     )
@@ -62,6 +53,7 @@ def create_app(settings: Settings | None = None, policy_set: PolicySet | None = 
             render_plugins=[ContractSwaggerUI(path="/")],
             tags=[
                 Tag(name="decisions", description="Evaluate connection requests"),
+                Tag(name="webhooks", description="Signed deliveries from other services"),
                 Tag(name="policies", description="What is loaded"),
                 Tag(name="health", description="Probes and metrics"),
             ],

@@ -101,6 +101,8 @@ EXAMPLES: dict[type, dict[str, Any]] = {
 
 _PROBLEM_DETAILS = {
     400: "expected `bool`, got `str`",
+    401: "no `webhook-signature` entry matches",
+    422: "`requester.name` (mapped at policies/webhooks.yaml:21): no such key `full_name`",
     404: "unknown policy `team/sales`",
     405: "Method not allowed",
     413: "The request body is too large",
@@ -108,18 +110,34 @@ _PROBLEM_DETAILS = {
 }
 
 
+_MORE = {
+    401: " (code: missing-header, malformed-header, no-matching-signature or "
+    "timestamp-out-of-tolerance)",
+    404: " (code: not-found, unknown-policy or unknown-source)",
+}
+
+
 def problem_example(status: int) -> dict[str, Any]:
     code, title = CODES[status]
     if status == 404:
         code, title = "unknown-policy", "Unknown policy"
-    errors = [FieldError(path="$.request.requester.has_photo", message=_PROBLEM_DETAILS[400])]
+    errors = {
+        400: [FieldError(path="$.request.requester.has_photo", message=_PROBLEM_DETAILS[400])],
+        422: [
+            FieldError(
+                path="$.requester.name",
+                message="no such key `full_name`",
+                mapping="policies/webhooks.yaml:21",
+            )
+        ],
+    }
     example = Problem(
         type=f"urn:handshake:problem:{code}",
         title=title,
         status=status,
         detail=_PROBLEM_DETAILS[status],
         code=code,
-        errors=errors if status == 400 else None,
+        errors=errors.get(status),
     )
     return msgspec.to_builtins(example)  # type: ignore[no-any-return]
 
@@ -137,7 +155,7 @@ def responses(ok: type | None, *problems: int) -> dict[int, ResponseSpec]:
     for status in problems:
         specs[status] = ResponseSpec(
             data_container=Problem,
-            description=CODES[status][1] + (" or unknown policy" if status == 404 else ""),
+            description=CODES[status][1] + _MORE.get(status, ""),
             media_type=MEDIA_TYPE,
             generate_examples=False,
             examples=[Example(summary=CODES[status][0], value=problem_example(status))],

@@ -49,8 +49,28 @@ def contract(app: Litestar) -> dict[str, Any]:
                         "application/json": {"schema": {"$ref": _REF.format(name=kind.__name__)}}
                     },
                 }
+    webhook = document["paths"].get("/webhooks/{source}", {}).get("post")
+    if webhook is not None:
+        webhook["requestBody"] = {
+            "required": True,
+            "description": "The sending service's own JSON payload; the source's mapping reads it",
+            "content": {"application/json": {"schema": {}}},
+        }
+        webhook.setdefault("parameters", []).extend(
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"},
+             "description": description}
+            for name, description in _SIGNATURE_HEADERS
+        )  # fmt: skip
     app.state.openapi = document
     return document
+
+
+_SIGNATURE_HEADERS = [
+    ("webhook-id", "Standard Webhooks: the delivery id (retries repeat it)"),
+    ("webhook-timestamp", "Standard Webhooks: Unix seconds; refused when too old or too new"),
+    ("webhook-signature", "Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256>`"),
+    ("x-hub-signature-256", "GitHub-style: `sha256=<hex HMAC-SHA256 of the body>`"),
+]
 
 
 class ContractSwaggerUI(SwaggerRenderPlugin):
@@ -63,10 +83,12 @@ class ContractSwaggerUI(SwaggerRenderPlugin):
 def openapi_yaml() -> str:
     """The committed form: an app with the default settings; no policies need to be loaded."""
     from service.api.app import create_app
+    from service.api.state import Active
     from service.policy import PolicySet
     from service.settings import Settings
+    from service.webhooks import Webhooks
 
-    app = create_app(Settings(), policy_set=PolicySet(policies={}, digest=""))
+    app = create_app(Settings(), Active(PolicySet(policies={}, digest=""), Webhooks()))
     return yaml.dump(contract(app), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
 
 

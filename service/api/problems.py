@@ -27,18 +27,22 @@ MEDIA_TYPE = "application/problem+json"
 # status -> (code, title)
 CODES: dict[int, tuple[str, str]] = {
     400: ("invalid-request", "The request is not valid"),
+    401: ("no-matching-signature", "The webhook signature could not be verified"),
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     413: ("payload-too-large", "The request body is too large"),
     415: ("unsupported-media-type", "The request body must be JSON"),
+    422: ("unmappable-payload", "The payload does not map to a connection request"),
     500: ("internal-error", "Internal error"),
 }
 UNKNOWN_POLICY = ("unknown-policy", "Unknown policy")
+UNKNOWN_SOURCE = ("unknown-source", "Unknown webhook source")
 
 
 class FieldError(Out, frozen=True, kw_only=True):
     path: str  # JSON path in the request body, e.g. `$.request.requester.name`
     message: str
+    mapping: str | None = None  # webhooks: `file:line` of the mapping leaf for this field
 
 
 class Problem(Out, frozen=True, kw_only=True):

@@ -20,7 +20,7 @@ import structlog
 from litestar import Litestar
 from watchfiles import awatch
 
-from service.api.state import AppState, ReloadStatus
+from service.api.state import AppState, ReloadStatus, load_active
 from service.policy import PolicyError, PolicySet, Problem
 from service.policy.suite import load_suites, run_case
 
@@ -35,11 +35,10 @@ class Reloader:
 
     def reload(self, reason: str) -> bool:
         """Load, check and swap; blocking (run it in a thread). True when a new set is active."""
-        from service.api.app import load_policy_set  # the app module builds on this one
-
         state = self.state
         try:
-            candidate = load_policy_set(state.settings)
+            active = load_active(state.settings)
+            candidate = active.policy_set
             if state.settings.reload_requires_tests:
                 _require_passing_suites(Path(state.settings.policies), candidate)
         except PolicyError as exc:
@@ -49,7 +48,7 @@ class Reloader:
         if (candidate.digest, candidate.revision) == (previous.digest, previous.revision):
             state.last_reload = ReloadStatus.ok(candidate, unchanged=True)
             return False
-        state.policy_set = candidate  # one assignment: each request reads the set once
+        state.active = active  # one assignment: each request reads what is active once
         state.metrics.activated(candidate)
         state.metrics.reloads.labels("success").inc()
         state.last_reload = ReloadStatus.ok(candidate)

@@ -17,7 +17,7 @@ from litestar.params import FromPath
 from prometheus_client import generate_latest
 
 from service.api.docs import responses
-from service.api.observability import note
+from service.api.observability import Metrics, note
 from service.api.openapi import contract
 from service.api.problems import FieldError, problem
 from service.api.schemas import (
@@ -32,7 +32,8 @@ from service.api.schemas import (
     RuleSummary,
 )
 from service.api.state import AppState
-from service.policy import Decision, UnknownPolicyError, evaluate
+from service.api.webhooks import webhook_route
+from service.policy import ConnectionRequest, Decision, PolicySet, UnknownPolicyError, evaluate
 from service.policy.compiler import CompiledPolicy
 from service.policy.evaluator import decision_id
 from service.policy.request import InputError, convert, decode_json
@@ -64,19 +65,9 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         now = body.now or datetime.now(UTC)
         policy_set.get(name)  # unknown policy -> 404 before any work
         identifier = decision_id(policy_set, name, body.request, now, body.locale)
-        structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
-        started = time.perf_counter()
-        decision = evaluate(
-            policy_set,
-            name,
-            body.request,
-            now=now,
-            locale=body.locale,
-            explain=body.explain,
-            id=identifier,
+        return timed_evaluation(
+            metrics, policy_set, name, body.request, now, body.locale, body.explain, identifier
         )
-        metrics.decided(decision, time.perf_counter() - started)
-        return decision
 
     @post(
         "/evaluate",
@@ -93,7 +84,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         tags=["decisions"],
     )
     async def evaluate_one(request: Request[Any, Any, Any]) -> Decision:
-        data = await _body(request, EvaluateBody)
+        data = await body_as(request, EvaluateBody)
         decision = decide(data, request)
         note(
             request.scope,
@@ -123,7 +114,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         tags=["decisions"],
     )
     async def evaluate_batch(request: Request[Any, Any, Any]) -> BatchResult:
-        data = await _body(request, BatchBody)
+        data = await body_as(request, BatchBody)
         results = []
         for index, raw in enumerate(data.items):
             try:
@@ -244,6 +235,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     return [
         evaluate_one,
         evaluate_batch,
+        webhook_route(state),
         list_policies,
         get_policy,
         live,
@@ -253,7 +245,27 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     ]
 
 
-async def _body(request: Request[Any, Any, Any], kind: type[T]) -> T:
+def timed_evaluation(
+    metrics: Metrics,
+    policy_set: PolicySet,
+    name: str,
+    request: ConnectionRequest,
+    now: datetime,
+    locale: str | None,
+    explain: bool,
+    identifier: str,
+) -> Decision:
+    """Evaluate, with the decision id in the log context (for any fault) and in metrics."""
+    structlog.contextvars.bind_contextvars(decision_id=identifier)
+    started = time.perf_counter()
+    decision = evaluate(
+        policy_set, name, request, now=now, locale=locale, explain=explain, id=identifier
+    )
+    metrics.decided(decision, time.perf_counter() - started)
+    return decision
+
+
+async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:
     """The body as `kind`, or a 400 problem naming each offending field."""
     try:
         return decode_json(await request.body(), kind)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from service.api.observability import Metrics
-from service.policy import PolicySet
+from service.policy import PolicySet, load_policies
 from service.policy.decision import Out
+from service.revision import policy_revision
 from service.settings import Settings
+from service.webhooks import Webhooks, load_webhooks
 
-__all__ = ["AppState", "ReloadStatus"]
+__all__ = ["Active", "AppState", "ReloadStatus", "load_active", "webhooks_path"]
 
 
 class ReloadStatus(Out, frozen=True, kw_only=True):
@@ -35,13 +38,45 @@ class ReloadStatus(Out, frozen=True, kw_only=True):
         )
 
 
+def webhooks_path(settings: Settings) -> Path | None:
+    """The webhook sources file: the setting, else `webhooks.yaml` in the policy directory."""
+    if settings.webhooks:
+        return Path(settings.webhooks)
+    default = Path(settings.policies) / "webhooks.yaml"
+    return default if default.is_file() else None
+
+
+def load_active(settings: Settings) -> Active:
+    """Load and compile the policies and webhook sources; raises `PolicyError` with every
+    problem of both."""
+    directory = Path(settings.policies)
+    policy_set = load_policies(directory, revision=policy_revision(directory, settings.revision))
+    path = webhooks_path(settings)
+    webhooks = (
+        load_webhooks(path, policy_set, settings.default_policy) if path is not None else Webhooks()
+    )
+    return Active(policy_set, webhooks)
+
+
+@dataclass(frozen=True)
+class Active:
+    """What requests are evaluated against; replaced whole on reload."""
+
+    policy_set: PolicySet
+    webhooks: Webhooks
+
+
 @dataclass
 class AppState:
-    """`policy_set` is replaced whole on reload, never changed in place: a request reads it
-    once and is evaluated entirely against that set."""
+    """`active` is replaced whole on reload, never changed in place: a request reads it once
+    and is evaluated entirely against that set."""
 
     settings: Settings
-    policy_set: PolicySet
+    active: Active
     metrics: Metrics
     batch_body: Any  # the batch body's type, made for the configured item limit
     last_reload: ReloadStatus | None = field(default=None)
+
+    @property
+    def policy_set(self) -> PolicySet:
+        return self.active.policy_set

@@ -35,7 +35,7 @@ from service.policy.decision import (
 from service.policy.request import ConnectionRequest
 from service.policy.wording import choose_locale
 
-__all__ = ["decision_id", "evaluate"]
+__all__ = ["decision_id", "derived_id", "evaluate"]
 
 _NAMESPACE = uuid.UUID("6f0c5e0a-3c2e-4d59-9d38-2b1f8f2f6a11")
 
@@ -48,17 +48,19 @@ def decision_id(
     locale: str | None,
 ) -> str:
     """A UUID derived from everything that determines the decision, so replays are identical."""
-    key = b"\n".join(
-        [
-            (policy_set.revision or "").encode(),
-            policy_set.digest.encode(),
-            policy.encode(),
-            now.isoformat().encode(),
-            (locale or "").encode(),
-            msgspec.json.encode(request),
-        ]
+    return derived_id(
+        policy_set,
+        policy,
+        now.isoformat(),
+        locale or "",
+        msgspec.json.encode(request).decode(),
     )
-    return str(uuid.uuid5(_NAMESPACE, key.hex()))
+
+
+def derived_id(policy_set: PolicySet, *parts: str) -> str:
+    """A UUIDv5 of the policy set's revision and digest and `parts` (e.g. a webhook id)."""
+    key = "\n".join([policy_set.revision or "", policy_set.digest, *parts])
+    return str(uuid.uuid5(_NAMESPACE, key.encode().hex()))
 
 
 def evaluate(

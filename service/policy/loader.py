@@ -24,6 +24,7 @@ from service.policy.source import Source, parse_path, parse_source
 __all__ = ["SUITE_SUFFIX", "load_policies", "policy_files", "validate"]
 
 SUITE_SUFFIX = "_test.yaml"
+OTHER_KINDS = frozenset({"WebhookSources"})  # documents in the directory that are not policies
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _AT = re.compile(r" - at `(\$[^`]*)`$")
@@ -84,6 +85,8 @@ def load_policies(
         except PolicyError as exc:
             problems.extend(exc.problems)
             continue
+        if isinstance(source.data, dict) and source.data.get("kind") in OTHER_KINDS:
+            continue  # e.g. webhook sources: kept beside the policies, loaded elsewhere
         document, found = validate(source, PolicyDocument)
         problems.extend(found)
         if document is not None:

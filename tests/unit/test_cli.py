@@ -44,11 +44,20 @@ def broken(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_check_bundled_policies(capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_bundled_policies(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     code, out, _ = run(capsys, "check", str(POLICIES))
     assert code == 0
-    assert "8 policies and 46 test cases" in out
-    assert "no errors, 0 warning(s)" in out
+    assert "8 policies, 2 webhook sources and 46 test cases" in out
+    assert "source `inbox-tool` has none of its secrets set" in out
+    for name in ("EXAMPLE_CRM", "INBOX_TOOL"):
+        monkeypatch.setenv(
+            f"HANDSHAKE_WEBHOOK_SECRET_{name}", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        )
+    code, out, _ = run(capsys, "check", "--strict", str(POLICIES))
+    assert code == 0
+    assert out.splitlines()[-1].endswith("no errors, 0 warning(s)")
 
 
 def test_check_lists_every_problem_one_per_line(
