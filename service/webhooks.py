@@ -61,6 +61,8 @@ class SecretRef(Base, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if (self.env is None) == (self.file is None):
             raise ValueError("a secret names exactly one of `env` or `file`")
+        if self.env and self.env.startswith("HANDSHAKE_"):
+            raise ValueError("`HANDSHAKE_*` variables are settings; name secrets otherwise")
 
 
 class SourceConfig(Base, frozen=True, kw_only=True):
@@ -104,7 +106,7 @@ def load_webhooks(
     """Load and compile the sources; raise `PolicyError` listing every problem."""
     environ = os.environ if environ is None else environ
     source = read_source(path, str(path))
-    document, problems = validate(source, WebhooksDocument)
+    document, problems = validate(source, WebhooksDocument, _source_parts)
     if document is None:
         raise PolicyError(problems)
     sources: dict[str, WebhookSource] = {}
@@ -146,6 +148,13 @@ def load_webhooks(
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)
     return Webhooks(sources=sources, warnings=tuple(problems))
+
+
+def _source_parts(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], Any, type]]:
+    sources = data.get("sources")
+    if not isinstance(sources, dict):
+        return []
+    return [(("sources", str(name)), config, SourceConfig) for name, config in sources.items()]
 
 
 def _secret(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,27 +112,44 @@ def load_policies(
     )
 
 
-def validate(source: Source, kind: type[T]) -> tuple[T | None, list[Problem]]:
-    """Convert a parsed document to `kind`, gathering one problem per invalid rule."""
+Part = tuple[tuple[str | int, ...], Any, type]
+
+
+def validate(
+    source: Source, kind: type[T], parts: Callable[[dict[str, Any]], list[Part]] | None = None
+) -> tuple[T | None, list[Problem]]:
+    """Convert a parsed document to `kind`, gathering every problem.
+
+    msgspec stops at the first error; `parts` names pieces (path, data, type) to validate one
+    by one, so that each invalid rule (or webhook source) is reported.
+    """
     try:
         return msgspec.convert(source.data, kind), []
     except msgspec.ValidationError as exc:
-        problems = [_schema_problem(source, str(exc), ())]
-    if kind is PolicyDocument and isinstance(source.data, dict):
-        # msgspec stops at the first error; validate rules and the default one by one.
-        parts: list[tuple[tuple[str | int, ...], Any, type]] = []
-        for key in RULE_LISTS:
-            rules = source.data.get(key)
-            if isinstance(rules, list):
-                parts += [((key, i), rule, Rule) for i, rule in enumerate(rules)]
-        if isinstance(source.data.get("default"), dict):
-            parts.append((("default",), source.data["default"], DefaultOutcome))
-        for prefix, data, part_kind in parts:
+        whole = _schema_problem(source, str(exc), ())
+    if parts is None and kind is PolicyDocument:
+        parts = _policy_parts
+    problems = []
+    if parts is not None and isinstance(source.data, dict):
+        for prefix, data, part_kind in parts(source.data):
             try:
                 msgspec.convert(data, part_kind)
             except msgspec.ValidationError as exc:
                 problems.append(_schema_problem(source, str(exc), prefix))
+    if not problems or "..." not in whole.path:  # msgspec writes `[...]` for a key it cannot name
+        problems.insert(0, whole)
     return None, problems
+
+
+def _policy_parts(data: dict[str, Any]) -> list[Part]:
+    parts: list[Part] = []
+    for key in RULE_LISTS:
+        rules = data.get(key)
+        if isinstance(rules, list):
+            parts += [((key, i), rule, Rule) for i, rule in enumerate(rules)]
+    if isinstance(data.get("default"), dict):
+        parts.append((("default",), data["default"], DefaultOutcome))
+    return parts
 
 
 def _salvage(source: Source) -> Document | None:

@@ -42,9 +42,9 @@ INBOX = {"invite": {"text": "", "from": {"name": "Kim", "photo": False}, "mutual
 
 @pytest.fixture
 def app(tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch) -> Litestar:
-    monkeypatch.setenv("HANDSHAKE_WEBHOOK_SECRET_EXAMPLE_CRM", SECRET)
-    monkeypatch.setenv("HANDSHAKE_WEBHOOK_SECRET_EXAMPLE_CRM_PREVIOUS", PREVIOUS)
-    monkeypatch.setenv("HANDSHAKE_WEBHOOK_SECRET_INBOX_TOOL", GITHUB_SECRET)
+    monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET_PREVIOUS", PREVIOUS)
+    monkeypatch.setenv("INBOX_TOOL_WEBHOOK_SECRET", GITHUB_SECRET)
     return create_app(Settings(policies=str(POLICIES), watch=False))
 
 
@@ -136,7 +136,7 @@ def test_rotated_secrets_both_verify(
     client: Client, monkeypatch: pytest.MonkeyPatch, log: Log
 ) -> None:
     assert post(client, "example-crm", *signed(secret=PREVIOUS)).status_code == 200
-    monkeypatch.delenv("HANDSHAKE_WEBHOOK_SECRET_EXAMPLE_CRM_PREVIOUS")
+    monkeypatch.delenv("EXAMPLE_CRM_WEBHOOK_SECRET_PREVIOUS")
     rotated = create_app(Settings(policies=str(POLICIES), watch=False))
     with TestClient(rotated) as client2:
         assert post(client2, "example-crm", *signed()).status_code == 200
@@ -279,7 +279,7 @@ def test_unknown_source_and_too_large(
     response = post(client, "nope", *signed())
     assert response.status_code == 404
     assert response.json()["code"] == "unknown-source"
-    monkeypatch.setenv("HANDSHAKE_WEBHOOK_SECRET_EXAMPLE_CRM", SECRET)
+    monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET", SECRET)
     small = create_app(Settings(policies=str(POLICIES), watch=False, max_body_bytes=1024))
     big = json.loads(json.dumps(PAYLOAD))
     big["data"]["note"] = "x" * 2000
@@ -293,3 +293,19 @@ def test_a_source_without_secrets_refuses_everything(log: Log, tmp_path: Path) -
     app = create_app(Settings(policies=str(tree), watch=False))  # no secret in the environment
     with TestClient(app) as client:
         rejected(post(client, "example-crm", *signed()), "no-matching-signature")
+
+
+def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
+    from service.policy import PolicyError, load_policies
+    from service.webhooks import load_webhooks
+
+    (tmp_path / "w.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: WebhookSources\nsources:\n"
+        "  crm:\n    scheme: standard-webhooks\n    secrets: [{env: HANDSHAKE_SECRET}]\n"
+        "    mapping: {requester: {name: payload.n, has_photo: true}}\n"
+    )
+    with pytest.raises(PolicyError) as caught:
+        load_webhooks(tmp_path / "w.yaml", load_policies(POLICIES), "default", {})
+    assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
+        "$.sources.crm.secrets[0]: `HANDSHAKE_*` variables are settings; name secrets otherwise"
+    ]

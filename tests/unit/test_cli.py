@@ -52,9 +52,7 @@ def test_check_bundled_policies(
     assert "8 policies, 2 webhook sources and 46 test cases" in out
     assert "source `inbox-tool` has none of its secrets set" in out
     for name in ("EXAMPLE_CRM", "INBOX_TOOL"):
-        monkeypatch.setenv(
-            f"HANDSHAKE_WEBHOOK_SECRET_{name}", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-        )
+        monkeypatch.setenv(f"{name}_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
     code, out, _ = run(capsys, "check", "--strict", str(POLICIES))
     assert code == 0
     assert out.splitlines()[-1].endswith("no errors, 0 warning(s)")
