@@ -1,26 +1,38 @@
-"""`handshake serve`: validate settings and policies, then run the production server."""
+"""`handshake serve`: validate settings, tokens and policies, then run uvicorn.
+
+SIGTERM: uvicorn stops accepting connections, lets in-flight requests finish (up to
+`--timeout-graceful-shutdown`, 20 s here), then exits; so a rolling update loses no request.
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 import structlog
 import uvicorn
 
 from service.api.app import create_app
+from service.api.auth import load_tokens
 from service.api.state import load_active
 from service.log import configure_logging
 from service.policy import PolicyError
-from service.settings import PREFIX, Settings
+from service.settings import PREFIX, Settings, SettingsError
 
-__all__ = ["app_from_environment", "serve"]
+__all__ = ["app_from_environment", "serve", "startup_warnings"]
+
+GRACEFUL_SHUTDOWN_SECONDS = 20
 
 
 def serve(settings: Settings) -> int:
     configure_logging(settings)
     log = structlog.get_logger("handshake")
     try:
+        tokens = load_tokens(settings)
         active = load_active(settings)  # fail before binding, listing every problem
+    except SettingsError as exc:
+        log.error("not_started", reason=str(exc))
+        return 2
     except PolicyError as exc:
         for problem in exc.problems:
             log.error("policy_problem", problem=str(problem))
@@ -29,21 +41,17 @@ def serve(settings: Settings) -> int:
     policy_set = active.policy_set
     for warning in (*policy_set.warnings, *active.webhooks.warnings):
         log.warning("policy_warning", problem=str(warning))
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening_beyond_loopback", host=settings.host)
-    # Workers are separate processes: they read the same settings from the environment.
-    for field in settings.__struct_fields__:
-        value = getattr(settings, field)
-        if value is not None:
-            os.environ[PREFIX + field.upper()] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
+    for event, fields in startup_warnings(settings, tokens.enabled):
+        log.warning(event, **fields)
+    _export(settings)
     log.info(
         "starting",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        authentication=tokens.enabled,
         policies=len(policy_set.policies),
+        webhook_sources=len(active.webhooks.sources),
         revision=policy_set.revision,
         digest=policy_set.digest,
     )
@@ -57,14 +65,43 @@ def serve(settings: Settings) -> int:
         log_level="warning",
         proxy_headers=False,
         server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return 0
 
 
-def _env_text(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
+def startup_warnings(settings: Settings, authenticated: bool) -> list[tuple[str, dict[str, str]]]:
+    """Loud warnings for configurations that are fine on a laptop and not beyond it."""
+    if authenticated or _loopback(settings.host):
+        return []
+    return [
+        (
+            "NO_AUTHENTICATION",
+            {
+                "host": settings.host,
+                "detail": "the API is open to anyone who can reach this address: set "
+                "HANDSHAKE_API_TOKENS or HANDSHAKE_API_TOKENS_FILE",
+            },
+        )
+    ]
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _export(settings: Settings) -> None:
+    """Workers are separate processes: they read the same settings from the environment."""
+    for field in settings.__struct_fields__:
+        value = getattr(settings, field)
+        if value is not None:
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            os.environ[PREFIX + field.upper()] = text
 
 
 def app_from_environment() -> object:

@@ -39,6 +39,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     batch_max_items: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    api_tokens: str | None = None
+    """Bearer tokens for the API, `name:token` (or a bare token), separated by commas or spaces.
+    None and no `api_tokens_file`: no authentication (for local use)."""
+    api_tokens_file: str | None = None
+    """A file of tokens, one `name:token` a line; read again on every reload (rotation)."""
+    metrics_require_token: bool = False
+    """Guard /metrics with the API tokens too."""
+    log_requester_hash_key: str | None = None
+    """Add `requester_hash` (HMAC-SHA256 of the requester id with this key) to decision logs."""
     log_format: Literal["auto", "json", "console"] = "auto"
     """`auto`: readable on a terminal, JSON otherwise."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -8,6 +8,7 @@ from litestar.openapi.spec import Tag
 from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from service import __version__
+from service.api.auth import load_tokens
 from service.api.observability import Metrics, RequestLogMiddleware
 from service.api.openapi import ContractSwaggerUI
 from service.api.problems import problem_details_config
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         active or load_active(settings),
         metrics,
         batch_body(settings.batch_max_items),
+        load_tokens(settings),
     )
     reloader = Reloader(state)
     metrics.activated(state.policy_set)
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
                 Tag(name="webhooks", description="Signed deliveries from other services"),
                 Tag(name="policies", description="What is loaded"),
                 Tag(name="health", description="Probes and metrics"),
+                Tag(name="admin", description="Operations"),
             ],
             use_handler_docstrings=False,
         ),

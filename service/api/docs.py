@@ -14,9 +14,10 @@ from litestar.openapi.spec import Example
 
 from service.api.problems import CODES, MEDIA_TYPE, FieldError, Problem
 from service.api.schemas import BatchResult, Health, PolicyDetail, PolicyList
+from service.api.state import ReloadStatus
 from service.policy.decision import Decision
 
-__all__ = ["EXAMPLES", "responses"]
+__all__ = ["AUTH_401", "EXAMPLES", "responses"]
 
 _POLICY = {
     "name": "default",
@@ -91,6 +92,14 @@ EXAMPLES: dict[type, dict[str, Any]] = {
         "rules": _RULES,
         "default": "ignore",
     },
+    ReloadStatus: {
+        "status": "failed",
+        "at": "2026-11-22T09:01:00Z",
+        "problems": [
+            "policies/default.yaml:52:15: $.rules[3].decision: invalid value `acept`; "
+            "did you mean `accept`?"
+        ],
+    },
     Health: {
         "status": "ok",
         "policies": 7,
@@ -142,9 +151,27 @@ def problem_example(status: int) -> dict[str, Any]:
     return msgspec.to_builtins(example)  # type: ignore[no-any-return]
 
 
-def responses(ok: type | None, *problems: int) -> dict[int, ResponseSpec]:
-    """The 200 answer (with its example) and the problem documents a route can give."""
+AUTH_401 = {
+    "type": "urn:handshake:problem:missing-token",
+    "title": "Authentication required",
+    "status": 401,
+    "detail": "send `Authorization: Bearer <token>`",
+    "code": "missing-token",
+}
+
+
+def responses(ok: type | None, *problems: int, auth: bool = False) -> dict[int, ResponseSpec]:
+    """The 200 answer (with its example) and the problem documents a route can give;
+    `auth`: the route takes a bearer token (401 `missing-token` or `invalid-token`)."""
     specs: dict[int, ResponseSpec] = {}
+    if auth:
+        specs[401] = ResponseSpec(
+            data_container=Problem,
+            description="Authentication required (code: missing-token or invalid-token)",
+            media_type=MEDIA_TYPE,
+            generate_examples=False,
+            examples=[Example(summary="missing-token", value=AUTH_401)],
+        )
     if ok is not None:
         specs[200] = ResponseSpec(
             data_container=ok,

@@ -17,8 +17,10 @@ import yaml
 from litestar import Litestar, Request
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
+from service.api.auth import SECURITY_SCHEME
 from service.api.problems import Problem
 from service.api.schemas import BatchResult, EvaluateBody, Health, PolicyDetail, PolicyList
+from service.api.state import ReloadStatus
 from service.policy.decision import Decision
 
 __all__ = ["ContractSwaggerUI", "contract", "openapi_yaml"]
@@ -35,7 +37,16 @@ def contract(app: Litestar) -> dict[str, Any]:
     document = app.openapi_schema.to_schema()
     bodies = {"evaluate": EvaluateBody, "evaluateBatch": batch}
     _, schemas = msgspec.json.schema_components(
-        [*bodies.values(), Decision, BatchResult, PolicyList, PolicyDetail, Health, Problem],
+        [
+            *bodies.values(),
+            Decision,
+            BatchResult,
+            PolicyList,
+            PolicyDetail,
+            Health,
+            ReloadStatus,
+            Problem,
+        ],
         ref_template=_REF,
     )
     document.setdefault("components", {})["schemas"] = dict(sorted(schemas.items()))
@@ -61,6 +72,17 @@ def contract(app: Litestar) -> dict[str, Any]:
              "description": description}
             for name, description in _SIGNATURE_HEADERS
         )  # fmt: skip
+    document["components"]["securitySchemes"] = {
+        SECURITY_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "HANDSHAKE_API_TOKENS / HANDSHAKE_API_TOKENS_FILE; none: no auth",
+        }
+    }
+    for path_item in document["paths"].values():
+        for operation in path_item.values():
+            if "401" in operation["responses"] and operation.get("operationId") != "webhook":
+                operation["security"] = [{SECURITY_SCHEME: []}]
     app.state.openapi = document
     return document
 

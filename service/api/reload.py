@@ -20,9 +20,11 @@ import structlog
 from litestar import Litestar
 from watchfiles import awatch
 
+from service.api.auth import load_tokens
 from service.api.state import AppState, ReloadStatus, load_active
 from service.policy import PolicyError, PolicySet, Problem
 from service.policy.suite import load_suites, run_case
+from service.settings import SettingsError
 
 __all__ = ["Reloader", "watching"]
 
@@ -36,6 +38,10 @@ class Reloader:
     def reload(self, reason: str) -> bool:
         """Load, check and swap; blocking (run it in a thread). True when a new set is active."""
         state = self.state
+        try:
+            state.tokens = load_tokens(state.settings)  # a tokens file may have been rotated
+        except SettingsError as exc:
+            self.log.error("tokens_reload_failed", reason=reason, error=str(exc))
         try:
             active = load_active(state.settings)
             candidate = active.policy_set

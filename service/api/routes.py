@@ -4,6 +4,8 @@ Bodies are decoded here, strictly, with msgspec (litestar's own body parsing con
 leniently: `0` would pass for `false`). Their OpenAPI entries come from service/api/openapi.py.
 """
 
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -16,8 +18,9 @@ from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.params import FromPath
 from prometheus_client import generate_latest
 
+from service.api.auth import caller, require_token
 from service.api.docs import responses
-from service.api.observability import Metrics, note
+from service.api.observability import note
 from service.api.openapi import contract
 from service.api.problems import FieldError, problem
 from service.api.schemas import (
@@ -31,7 +34,7 @@ from service.api.schemas import (
     PolicySummary,
     RuleSummary,
 )
-from service.api.state import AppState
+from service.api.state import AppState, ReloadStatus
 from service.api.webhooks import webhook_route
 from service.policy import ConnectionRequest, Decision, PolicySet, UnknownPolicyError, evaluate
 from service.policy.compiler import CompiledPolicy
@@ -66,42 +69,41 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         policy_set.get(name)  # unknown policy -> 404 before any work
         identifier = decision_id(policy_set, name, body.request, now, body.locale)
         return timed_evaluation(
-            metrics, policy_set, name, body.request, now, body.locale, body.explain, identifier
+            state,
+            request.scope,
+            policy_set,
+            name,
+            body.request,
+            now=now,
+            locale=body.locale,
+            explain=body.explain,
+            identifier=identifier,
         )
 
     @post(
         "/evaluate",
         status_code=200,
-        guards=[require_json],
+        guards=[require_token, require_json],
         summary="Decide on one connection request",
         description=(
             "Evaluates the request against a policy (`policy`, else the configured default) and "
             "returns the decision, the rule that decided (null: the default), a rationale for "
             "the policy owner and a reply for the requester."
         ),
-        responses=responses(Decision, 400, 404, 413, 415),
+        responses=responses(Decision, 400, 404, 413, 415, auth=True),
         operation_id="evaluate",
         tags=["decisions"],
     )
     async def evaluate_one(request: Request[Any, Any, Any]) -> Decision:
         data = await body_as(request, EvaluateBody)
         decision = decide(data, request)
-        note(
-            request.scope,
-            decision_id=decision.decision_id,
-            policy=decision.policy.name,
-            revision=decision.policy.revision,
-            decision=decision.decision,
-            rule=decision.rule,
-            errors=len(decision.errors),
-            **_personal(settings, data),
-        )
+        note(request.scope, decision_id=decision.decision_id)
         return decision
 
     @post(
         "/evaluate/batch",
         status_code=200,
-        guards=[require_json],
+        guards=[require_token, require_json],
         summary="Decide on many connection requests",
         description=(
             "Up to the configured number of items (default 100), each the body of "
@@ -109,7 +111,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             "status 400 (invalid item) or 404 (unknown policy). One bad item never fails "
             "the others."
         ),
-        responses=responses(BatchResult, 400, 413, 415),
+        responses=responses(BatchResult, 400, 413, 415, auth=True),
         operation_id="evaluateBatch",
         tags=["decisions"],
     )
@@ -148,7 +150,8 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     @get(
         "/policies",
         summary="The loaded policies",
-        responses=responses(PolicyList),
+        guards=[require_token],
+        responses=responses(PolicyList, auth=True),
         operation_id="listPolicies",
         tags=["policies"],
     )
@@ -165,8 +168,9 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     @get(
         "/policies/{name:path}",
         summary="One loaded policy",
+        guards=[require_token],
         description="The name may contain `/`, e.g. `/policies/examples/met-or-worked`.",
-        responses=responses(PolicyDetail, 400, 404),
+        responses=responses(PolicyDetail, 400, 404, auth=True),
         operation_id="getPolicy",
         tags=["policies"],
     )
@@ -222,11 +226,32 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         "/metrics",
         summary="Prometheus metrics",
         media_type=PROMETHEUS_TEXT,
+        guards=[require_token],
+        opt={"metrics": True},  # guarded only with `metrics_require_token`
         operation_id="metrics",
         tags=["health"],
     )
     async def prometheus() -> Response[bytes]:
         return Response(generate_latest(metrics.registry), media_type=PROMETHEUS_TEXT)
+
+    @post(
+        "/admin/reload",
+        status_code=200,
+        guards=[require_token],
+        summary="Reload the policies now",
+        description=(
+            "Loads and compiles the policy directory and webhook sources, and swaps them in if "
+            "they are valid; answers with the outcome. Same as SIGHUP, for one replica."
+        ),
+        responses=responses(ReloadStatus, auth=True),
+        operation_id="reload",
+        tags=["admin"],
+    )
+    async def reload(request: Request[Any, Any, Any]) -> ReloadStatus:
+        await request.app.state.reloader.reload_async("admin endpoint")
+        status = state.last_reload
+        assert status is not None  # set by every reload
+        return status
 
     @get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
@@ -238,6 +263,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         webhook_route(state),
         list_policies,
         get_policy,
+        reload,
         live,
         ready,
         prometheus,
@@ -246,23 +272,44 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
 
 
 def timed_evaluation(
-    metrics: Metrics,
+    state: AppState,
+    scope: Any,
     policy_set: PolicySet,
     name: str,
     request: ConnectionRequest,
+    *,
     now: datetime,
     locale: str | None,
-    explain: bool,
+    explain: bool = False,
     identifier: str,
+    **context: Any,
 ) -> Decision:
-    """Evaluate, with the decision id in the log context (for any fault) and in metrics."""
-    structlog.contextvars.bind_contextvars(decision_id=identifier)
+    """Evaluate, count it, and write the decision log event (one per decision)."""
+    structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
     started = time.perf_counter()
     decision = evaluate(
         policy_set, name, request, now=now, locale=locale, explain=explain, id=identifier
     )
-    metrics.decided(decision, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    state.metrics.decided(decision, seconds)
+    _DECISIONS.info(
+        "decision",
+        decision_id=decision.decision_id,
+        policy=decision.policy.name,
+        revision=decision.policy.revision,
+        digest=decision.policy.digest,
+        decision=decision.decision,
+        rule=decision.rule,
+        errors=len(decision.errors),
+        latency_ms=round(seconds * 1000, 3),
+        caller=caller(scope),
+        **context,
+        **_personal(state.settings, request),
+    )
     return decision
+
+
+_DECISIONS = structlog.get_logger("handshake.decisions")
 
 
 async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:
@@ -290,8 +337,14 @@ def _summary(policy: CompiledPolicy) -> PolicySummary:
     )
 
 
-def _personal(settings: Settings, body: EvaluateBody) -> dict[str, Any]:
-    """Requester identity for the log, only when `log_personal_data` is on."""
-    if not settings.log_personal_data:
-        return {}
-    return {"requester": body.request.requester.name, "requester_id": body.request.requester.id}
+def _personal(settings: Settings, request: ConnectionRequest) -> dict[str, Any]:
+    """Who the decision was about: nothing by default; a keyed hash of the requester id
+    (`log_requester_hash_key`), or the name and id (`log_personal_data`) when turned on."""
+    fields: dict[str, Any] = {}
+    requester = request.requester
+    if settings.log_requester_hash_key and requester.id:
+        key = settings.log_requester_hash_key.encode()
+        fields["requester_hash"] = hmac.new(key, requester.id.encode(), hashlib.sha256).hexdigest()
+    if settings.log_personal_data:
+        fields |= {"requester": requester.name, "requester_id": requester.id}
+    return fields

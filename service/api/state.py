@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from service.api.auth import Tokens
 from service.api.observability import Metrics
 from service.policy import PolicySet, load_policies
 from service.policy.decision import Out
@@ -75,6 +76,7 @@ class AppState:
     active: Active
     metrics: Metrics
     batch_body: Any  # the batch body's type, made for the configured item limit
+    tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
 
     @property

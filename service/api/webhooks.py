@@ -43,7 +43,7 @@ Unsigned or wrongly signed deliveries get 401 with one of the codes `missing-hea
 def webhook_route(state: AppState) -> HTTPRouteHandler:
     from service.api.routes import body_as, timed_evaluation  # routes imports this module
 
-    settings, metrics = state.settings, state.metrics
+    settings = state.settings
 
     @post(
         "/webhooks/{source:str}",
@@ -85,25 +85,18 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
             raise problem(422, str(exc), errors=[error]) from None
         policy_set = active.policy_set
         decision = timed_evaluation(
-            metrics,
+            state,
+            request.scope,
             policy_set,
             hook.policy,
             connection,
-            verified.timestamp or datetime.now(UTC),
-            hook.locale,
-            False,
-            derived_id(policy_set, "webhook", source, verified.webhook_id),
-        )
-        note(
-            request.scope,
+            now=verified.timestamp or datetime.now(UTC),
+            locale=hook.locale,
+            identifier=derived_id(policy_set, "webhook", source, verified.webhook_id),
             source=source,
             webhook_id=verified.webhook_id,
-            decision_id=decision.decision_id,
-            policy=decision.policy.name,
-            revision=decision.policy.revision,
-            decision=decision.decision,
-            rule=decision.rule,
         )
+        note(request.scope, source=source, decision_id=decision.decision_id)
         return decision
 
     return webhook

@@ -193,7 +193,9 @@ def to_cel(value: Any) -> Value:
     if isinstance(value, bool):
         return celtypes.BoolType(value)
     if isinstance(value, int):
-        return celtypes.IntType(value)
+        if _INT64[0] <= value <= _INT64[1]:
+            return celtypes.IntType(value)
+        return celtypes.DoubleType(_as_float(value))  # as CEL reads JSON numbers: doubles
     if isinstance(value, float):
         return celtypes.DoubleType(value)
     if isinstance(value, str):
@@ -209,6 +211,16 @@ def to_cel(value: Any) -> Value:
     if value is None:
         return None
     raise TypeError(f"cannot give a `{type(value).__name__}` to CEL")
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _as_float(value: int) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def from_cel(value: Value) -> Any:

@@ -17,6 +17,8 @@ from service.settings import Settings
 from tests.conftest import POLICIES
 
 REQUESTS = POLICIES.parent / "examples" / "requests"
+TOKEN = "ci-test-token-0123456789"  # the `tests` caller
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def sample(name: str = "stranger") -> dict[str, Any]:
@@ -37,7 +39,7 @@ def log() -> Log:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(policies=str(POLICIES))
+    return Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}")
 
 
 @pytest.fixture
@@ -48,4 +50,5 @@ def app(settings: Settings, log: Log) -> Litestar:
 @pytest.fixture
 def client(app: Litestar) -> Iterator[TestClient[Litestar]]:
     with TestClient(app) as client:
+        client.headers.update(AUTH)
         yield client

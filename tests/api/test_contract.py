@@ -1,4 +1,5 @@
-"""schemathesis against the app in process: every operation, every default check."""
+"""schemathesis against the app in process: every operation, every default check, with API
+tokens on (so it also checks that guarded operations refuse requests without one)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import schemathesis
 
 from service.api import create_app
 from service.settings import Settings
+from tests.api.conftest import AUTH, TOKEN
 from tests.conftest import POLICIES
 
-app = create_app(Settings(policies=str(POLICIES)))
+app = create_app(Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}"))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 @schema.parametrize()
 def test_every_operation_keeps_the_contract(case: schemathesis.Case) -> None:
-    case.call_and_validate()
+    case.call_and_validate(headers=AUTH)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.api.conftest import sample
+from tests.api.conftest import TOKEN, sample
 from tests.api.server import ROOT, running_server
 
 
@@ -62,12 +62,14 @@ def test_a_bad_setting_stops_with_one_line() -> None:
 
 def test_schemathesis_against_the_real_server(tmp_path: Path) -> None:
     """Every operation, every check, valid and invalid data, over real HTTP (bounded)."""
-    with running_server() as (url, _):
+    with running_server(env={"HANDSHAKE_API_TOKENS": f"tests:{TOKEN}"}) as (url, _):
         result = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),
                 "run",
                 f"{url}/openapi.json",
+                "--header",
+                f"Authorization: Bearer {TOKEN}",
                 "--checks",
                 "all",
                 "--max-examples",

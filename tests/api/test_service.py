@@ -97,19 +97,32 @@ def test_request_id_is_read_or_made_and_returned(client: Client, log: Log) -> No
     ]
 
 
-def test_one_log_event_per_request_with_the_decision(client: Client, log: Log) -> None:
+def test_one_request_event_and_one_decision_event_each(client: Client, log: Log) -> None:
     decision = client.post("/evaluate", json={"request": sample()}).json()
-    (event,) = [e for e in log.events() if e["event"] == "request"]
-    assert event["method"] == "POST"
-    assert event["path"] == "/evaluate"
-    assert event["status"] == 200
-    assert event["duration_ms"] > 0
+    client.post("/evaluate/batch", json={"items": [{"request": sample()}] * 2})
+    events = log.events()
+    requests = [e for e in events if e["event"] == "request"]
+    decisions = [e for e in events if e["event"] == "decision"]
+    assert len(requests) == 2
+    assert len(decisions) == 3  # one per decision, also inside a batch
+    first = requests[0]
+    assert (first["method"], first["path"], first["status"]) == ("POST", "/evaluate", 200)
+    assert first["duration_ms"] > 0
+    assert first["decision_id"] == decision["decision_id"]
+    assert first["caller"] == "tests"
+    assert first["level"] == "info"
+    assert first["timestamp"].endswith("Z")
+    event = decisions[0]
     assert event["decision_id"] == decision["decision_id"]
+    assert event["request_id"] == first["request_id"]
     assert event["policy"] == "default"
     assert event["revision"] == decision["policy"]["revision"]
+    assert event["digest"] == decision["policy"]["digest"]
     assert (event["decision"], event["rule"]) == (decision["decision"], decision["rule"])
-    assert event["level"] == "info"
-    assert event["timestamp"].endswith("Z")
+    assert event["errors"] == 0
+    assert event["latency_ms"] > 0
+    assert event["caller"] == "tests"
+    assert {e["request_id"] for e in decisions[1:]} == {requests[1]["request_id"]}
 
 
 MARKERS = {"NAME-MARKER-1", "NOTE-MARKER-2", "ATTR-MARKER-3", "HEADLINE-MARKER-4"}

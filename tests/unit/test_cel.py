@@ -95,3 +95,10 @@ def test_values_round_trip_to_json_ready_python() -> None:
 def test_string_extensions() -> None:
     program = compile_expression('"  MiXed ".trim().lowerAscii() + "x".upperAscii()')
     assert program.run({}) == "mixedX"
+
+
+def test_integers_beyond_64_bits_are_doubles_as_in_cel_json() -> None:
+    names = {"a": to_cel({"big": 2**70, "huge": 10**400, "small": 5})}
+    assert compile_expression("a.big > 1.0e21").run(names)
+    assert compile_expression("a.huge > 1.0e300").run(names)
+    assert compile_expression("a.small == 5").run(names)

@@ -46,8 +46,7 @@ def test_defaults_make_a_small_request_complete() -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (b'"attributes": {"a": [[[[[[[[[1]]]]]]]]]}', "nested deeper than 8 levels"),
-        (b'"attributes": {"a": 99999999999999999999}', "outside the 64-bit range"),
+        (b'"attributes": {"a": ' + b"[" * 40 + b"]" * 40 + b"}", "nested deeper than 32 levels"),
         (b'"message": "' + b"x" * 2001 + b'"', "length <= 2000"),
         (b'"platform": "Linked In"', "expected `str` matching regex"),
         (b'"received_at": "2026-01-01T00:00:00"', "with a timezone component"),
