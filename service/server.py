@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
+from types import FrameType
+from typing import Any
 
 import structlog
 import uvicorn
+from litestar import Litestar
 
 from service.api.app import create_app
 from service.api.auth import load_tokens
@@ -55,19 +59,48 @@ def serve(settings: Settings) -> int:
         revision=policy_set.revision,
         digest=policy_set.digest,
     )
-    uvicorn.run(
-        "service.server:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        access_log=False,  # one structured event per request comes from the app itself
-        log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "access_log": False,  # one structured event per request comes from the app itself
+        "log_level": "warning",
+        "proxy_headers": False,
+        "server_header": False,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+    }
+    target = "service.server:app_from_environment"
+    if settings.workers > 1:
+        uvicorn.run(target, **options)  # uvicorn's supervisor; drain with a preStop hook
+    else:
+        DrainingServer(uvicorn.Config(target, **options), settings.shutdown_delay_seconds).run()
     return 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On the first SIGTERM: report not-ready, keep serving for `delay` seconds (so load
+    balancers stop sending), then shut down as uvicorn does: stop accepting, finish in-flight
+    requests, exit. A second signal exits at once."""
+
+    def __init__(self, config: uvicorn.Config, delay: float) -> None:
+        super().__init__(config)
+        self.delay = delay
+        self.exit_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.delay <= 0 or self.exit_at is not None:
+            super().handle_exit(sig, frame)
+            return
+        self.exit_at = time.monotonic() + self.delay
+        for app in _APPS:
+            app.state.handshake.draining = True
+        structlog.get_logger("handshake").info("draining", seconds=self.delay)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.exit_at is not None and time.monotonic() >= self.exit_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def startup_warnings(settings: Settings, authenticated: bool) -> list[tuple[str, dict[str, str]]]:
@@ -104,10 +137,15 @@ def _export(settings: Settings) -> None:
             os.environ[PREFIX + field.upper()] = text
 
 
-def app_from_environment() -> object:
+_APPS: list[Litestar] = []  # the app(s) of this process, for DrainingServer
+
+
+def app_from_environment() -> Litestar:
     """The ASGI app of one worker process."""
     from service.settings import load_settings
 
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    _APPS.append(app)
+    return app

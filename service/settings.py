@@ -37,6 +37,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8080
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    shutdown_delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 0
+    """On SIGTERM, report not-ready and keep serving this long before draining and exiting,
+    so load balancers stop sending new requests first (one worker; else use a preStop hook)."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     batch_max_items: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     api_tokens: str | None = None

@@ -112,6 +112,7 @@ _PROBLEM_DETAILS = {
     400: "expected `bool`, got `str`",
     401: "no `webhook-signature` entry matches",
     422: "`requester.name` (mapped at policies/webhooks.yaml:21): no such key `full_name`",
+    503: "SIGTERM received; finishing the requests in flight",
     404: "unknown policy `team/sales`",
     405: "Method not allowed",
     413: "The request body is too large",

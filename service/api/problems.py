@@ -34,6 +34,7 @@ CODES: dict[int, tuple[str, str]] = {
     415: ("unsupported-media-type", "The request body must be JSON"),
     422: ("unmappable-payload", "The payload does not map to a connection request"),
     500: ("internal-error", "Internal error"),
+    503: ("draining", "Shutting down: not taking new work"),
 }
 UNKNOWN_POLICY = ("unknown-policy", "Unknown policy")
 UNKNOWN_SOURCE = ("unknown-source", "Unknown webhook source")

@@ -206,12 +206,14 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
 
     @get(
         "/health/ready",
-        summary="A valid policy set is loaded",
-        responses=responses(Health),
+        summary="A valid policy set is loaded, and the process is not shutting down",
+        responses=responses(Health, 503),
         operation_id="ready",
         tags=["health"],
     )
     async def ready() -> Health:
+        if state.draining:
+            raise problem(503, "SIGTERM received; finishing the requests in flight")
         policy_set = state.policy_set
         return Health(
             status="ok",

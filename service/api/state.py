@@ -78,6 +78,7 @@ class AppState:
     batch_body: Any  # the batch body's type, made for the configured item limit
     tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
+    draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
 
     @property
     def policy_set(self) -> PolicySet:

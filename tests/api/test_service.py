@@ -183,3 +183,17 @@ def test_examples_are_what_the_service_would_answer() -> None:
         msgspec.convert(example, kind)
     for status in (400, 404, 405, 413, 415):
         msgspec.convert(problem_example(status), Problem)
+
+
+def test_a_keyed_hash_of_the_requester_id_can_correlate_decisions(log: Log) -> None:
+    settings = Settings(policies=str(POLICIES), log_requester_hash_key="k" * 32)
+    request = _marked()
+    request["requester"]["id"] = "ID-MARKER-5"
+    with TestClient(create_app(settings)) as client:
+        client.post("/evaluate", json={"request": request})
+        client.post("/evaluate", json={"request": request, "locale": "de"})
+    hashes = [e["requester_hash"] for e in log.events() if e["event"] == "decision"]
+    assert len(hashes) == 2
+    assert hashes[0] == hashes[1]
+    assert len(hashes[0]) == 64
+    assert not [marker for marker in (*MARKERS, "ID-MARKER-5") if marker in log.getvalue()]

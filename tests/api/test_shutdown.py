@@ -1,0 +1,71 @@
+"""SIGTERM during a load loop: no accepted request fails.
+
+The flow of a rolling update: SIGTERM -> /health/ready turns 503 while the server keeps
+serving (the shutdown delay) -> the load balancer stops sending -> the server stops accepting,
+finishes what is in flight, and exits. The load loop plays the load balancer: it keeps sending
+until readiness says the server is draining.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.api.conftest import sample
+from tests.api.server import running_server
+
+BODY = {"request": sample("old-colleague")}
+
+
+def test_sigterm_drains_and_no_accepted_request_fails() -> None:
+    completed: list[float] = []
+    failed: list[str] = []
+    draining = threading.Event()
+
+    def load(url: str) -> None:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not draining.is_set():
+                try:
+                    response = http.post("/evaluate", json=BODY)
+                except httpx.HTTPError as exc:
+                    failed.append(repr(exc))
+                    return
+                if response.status_code == 200:
+                    completed.append(time.monotonic())
+                else:
+                    failed.append(f"{response.status_code} {response.text[:200]}")
+
+    def balancer(url: str) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 503:
+                    break
+            except httpx.HTTPError:
+                break
+            time.sleep(0.05)
+        draining.set()
+
+    env = {"HANDSHAKE_SHUTDOWN_DELAY_SECONDS": "1.5"}
+    with running_server(env=env) as (url, process):
+        threads = [threading.Thread(target=load, args=(url,)) for _ in range(6)]
+        watcher = threading.Thread(target=balancer, args=(url,))
+        for thread in [*threads, watcher]:
+            thread.start()
+        time.sleep(1.0)
+        assert completed, "the load loop is running"
+        terminated_at = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        for thread in [*threads, watcher]:
+            thread.join(timeout=60)
+        process.wait(timeout=30)
+        exited_at = time.monotonic()
+    assert failed == []
+    served_while_draining = [t for t in completed if t >= terminated_at]
+    assert served_while_draining, "requests kept being served after SIGTERM"
+    assert exited_at - terminated_at >= 1.5  # the shutdown delay was honoured
+    assert process.returncode == 0
