@@ -135,7 +135,19 @@ async def watching(app: Litestar) -> AsyncIterator[None]:
                 await asyncio.wait_for(watcher, timeout=5)
 
 
+def watch_paths(directory: Path) -> list[Path]:
+    """The directory, and the parent of every symlink on its path: git-sync swaps a symlink
+    (`current -> <rev>`) on each sync, and a watch on the old target would miss the next one."""
+    paths = [directory]
+    current = directory.absolute()
+    for ancestor in [current, *current.parents]:
+        if ancestor.is_symlink():
+            paths.append(ancestor.parent)
+    return paths
+
+
 async def _watch(directory: Path, reloader: Reloader, stop: asyncio.Event) -> None:
-    async for changes in awatch(directory, stop_event=stop, debounce=300, step=50):
+    paths = watch_paths(directory)
+    async for changes in awatch(*paths, stop_event=stop, debounce=300, step=50):
         files = sorted({Path(path).name for _, path in changes})
         await reloader.reload_async(f"files changed: {', '.join(files[:5])}")
