@@ -90,7 +90,8 @@ def test_the_deployment_is_hardened_and_probed() -> None:
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
         assert security["capabilities"]["drop"] == ["ALL"]
-        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
     service = pod["containers"][0]
     assert service["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert service["readinessProbe"]["httpGet"]["path"] == "/health/ready"
