@@ -47,6 +47,9 @@ bench: install ## microseconds per decision for the starter policies (in process
 bench-http: install ## requests/s and latency over HTTP next to the bare ceiling (needs wrk)
 	$(BIN)/python bench/throughput.py
 
+image: ## build the container image with podman (offline), start it, get a decision (root)
+	bash deploy/build-image.sh
+
 openapi: install ## regenerate openapi/openapi.yaml from the app
 	$(BIN)/handshake openapi
 
@@ -57,4 +60,4 @@ lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install run eval lint fmt test bench bench-http openapi lock clean
+.PHONY: help install run eval lint fmt test bench bench-http image openapi lock clean
