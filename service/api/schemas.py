@@ -13,7 +13,7 @@ import msgspec
 
 from service.api.state import ReloadStatus
 from service.policy.decision import Decision, Out
-from service.policy.model import Locale
+from service.policy.model import Locale, PolicyName
 from service.policy.request import Base, ConnectionRequest, Timestamp, check_timestamps
 
 __all__ = [
@@ -26,16 +26,6 @@ __all__ = [
     "PolicySummary",
     "RuleSummary",
     "batch_body",
-]
-
-PolicyName = Annotated[
-    str,
-    msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
-        max_length=200,
-        description="A policy name: its path under the policy directory without `.yaml`",
-        examples=["default", "examples/met-or-worked"],
-    ),
 ]
 
 
