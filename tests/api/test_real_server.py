@@ -87,3 +87,16 @@ def test_schemathesis_against_the_real_server(tmp_path: Path) -> None:
         )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout or "passed" in result.stdout
+
+
+def test_several_workers_share_the_settings() -> None:
+    """`--workers 2`: uvicorn's supervisor; each worker reads the settings from the environment."""
+    env = {"HANDSHAKE_API_TOKENS": f"tests:{TOKEN}"}
+    with running_server("--workers", "2", env=env) as (url, _):
+        assert httpx.get(f"{url}/policies", timeout=10).status_code == 401
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for _ in range(6):  # reach both workers
+            response = httpx.post(
+                f"{url}/evaluate", json={"request": sample()}, headers=headers, timeout=10
+            )
+            assert response.status_code == 200
