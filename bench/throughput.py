@@ -6,6 +6,7 @@ Starts the server on a free loopback port with the bundled policies, then drives
 `wrk` (Debian package `wrk`) for a fixed time per endpoint:
   bare      GET  /health/live: the same stack (litestar, middleware, logging) with no work
   evaluate  POST /evaluate with the `old-colleague` sample against the `default` policy
+  batch     POST /evaluate/batch with 100 such items (decisions/s = requests/s x 100)
 and prints requests/s, p50 and p99 latency and the share of the bare ceiling. Results are
 appended to bench/results/ with the machine's description. Load and server share the box.
 """
@@ -99,20 +100,23 @@ def main() -> int:
     if not shutil.which("wrk"):
         raise SystemExit("needs wrk: apt-get install wrk")
 
-    body = json.dumps(
-        {"request": json.loads((ROOT / "examples/requests/old-colleague.json").read_text())}
-    )
+    item = {"request": json.loads((ROOT / "examples/requests/old-colleague.json").read_text())}
+    body = json.dumps(item)
+    batch_body = json.dumps({"items": [item] * 100})
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
         f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}; wrk -t1 -c{args.connections} "
         f"-d{args.seconds}s on the same machine; {args.workers} workers",
         "",
-        "| server | endpoint | requests/s | p50 ms | p99 ms | share of bare | non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| server | endpoint | requests/s | decisions/s | p50 ms | p99 ms | share of bare "
+        "| non-2xx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "evaluate.lua"
         script.write_text(LUA % body)
+        batch_script = Path(tmp) / "batch.lua"
+        batch_script.write_text(LUA % batch_body)
         for server in args.server or ["uvicorn"]:
             port = free_port()
             process = start(server, args.workers, port, Path(tmp) / f"{server}.log")
@@ -120,17 +124,22 @@ def main() -> int:
                 url = f"http://127.0.0.1:{port}"
                 bare = wrk(f"{url}/health/live", args.seconds, args.connections, None)
                 evaluate = wrk(f"{url}/evaluate", args.seconds, args.connections, script)
+                batch = wrk(f"{url}/evaluate/batch", args.seconds, 4, batch_script)
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-            for name, result in (
-                ("bare GET /health/live", bare),
-                ("POST /evaluate (default)", evaluate),
-            ):
+            rows = (
+                ("bare GET /health/live", bare, 0),
+                ("POST /evaluate (default)", evaluate, 1),
+                ("POST /evaluate/batch of 100 (4 connections)", batch, 100),
+            )
+            for name, result, decisions in rows:
                 share = result["rps"] / bare["rps"]
+                per_second = f"{result['rps'] * decisions:,.0f}" if decisions else "-"
                 lines.append(
-                    f"| {server} | {name} | {result['rps']:,.0f} | {result['p50']:.2f} | "
-                    f"{result['p99']:.2f} | {share:.0%} | {result['non2xx']:.0f} |"
+                    f"| {server} | {name} | {result['rps']:,.0f} | {per_second} | "
+                    f"{result['p50']:.2f} | {result['p99']:.2f} | {share:.0%} | "
+                    f"{result['non2xx']:.0f} |"
                 )
     print("\n".join(lines))
     results = ROOT / "bench" / "results"
