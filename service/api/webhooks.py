@@ -17,6 +17,7 @@ from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from service.api.decide import body_as, timed_evaluation
 from service.api.docs import responses
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
@@ -41,8 +42,6 @@ Unsigned or wrongly signed deliveries get 401 with one of the codes `missing-hea
 
 
 def webhook_route(state: AppState) -> HTTPRouteHandler:
-    from service.api.routes import body_as, timed_evaluation  # routes imports this module
-
     settings = state.settings
 
     @post(

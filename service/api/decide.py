@@ -1,0 +1,87 @@
+"""What every route that decides shares: strict body decoding, and one evaluation with its
+metrics and its decision log event."""
+
+import hashlib
+import hmac
+import time
+from datetime import datetime
+from typing import Any, TypeVar
+
+import structlog
+from litestar import Request
+
+from service.api.auth import caller
+from service.api.problems import FieldError, problem
+from service.api.state import AppState
+from service.policy import ConnectionRequest, Decision, PolicySet, evaluate
+from service.policy.request import InputError, decode_json
+from service.settings import Settings
+
+__all__ = ["body_as", "timed_evaluation"]
+
+T = TypeVar("T")
+
+
+def timed_evaluation(
+    state: AppState,
+    scope: Any,
+    policy_set: PolicySet,
+    name: str,
+    request: ConnectionRequest,
+    *,
+    now: datetime,
+    locale: str | None,
+    explain: bool = False,
+    identifier: str,
+    **context: Any,
+) -> Decision:
+    """Evaluate, count it, and write the decision log event (one per decision)."""
+    structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
+    started = time.perf_counter()
+    decision = evaluate(
+        policy_set, name, request, now=now, locale=locale, explain=explain, id=identifier
+    )
+    seconds = time.perf_counter() - started
+    state.metrics.decided(decision, seconds)
+    _DECISIONS.info(
+        "decision",
+        decision_id=decision.decision_id,
+        policy=decision.policy.name,
+        revision=decision.policy.revision,
+        digest=decision.policy.digest,
+        decision=decision.decision,
+        rule=decision.rule,
+        errors=len(decision.errors),
+        latency_ms=round(seconds * 1000, 3),
+        caller=caller(scope),
+        **context,
+        **_personal(state.settings, request),
+    )
+    return decision
+
+
+_DECISIONS = structlog.get_logger("handshake.decisions")
+
+
+async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:
+    """The body as `kind`, or a 400 problem naming each offending field."""
+    try:
+        return decode_json(await request.body(), kind)
+    except InputError as exc:
+        errors = None if exc.at else [FieldError(path=exc.path or "$", message=exc.message)]
+        where = f" (line {exc.at[0]}, column {exc.at[1]})" if exc.at else ""
+        detail = exc.message + where
+        raise problem(400, detail, errors=errors) from None
+
+
+def _personal(settings: Settings, request: ConnectionRequest) -> dict[str, Any]:
+    """Who the decision was about: nothing by default; a keyed hash of the requester id
+    (`log_requester_hash_key`), or the name and id (`log_personal_data`) when turned on."""
+    fields: dict[str, Any] = {}
+    requester = request.requester
+    if settings.log_requester_hash_key and requester.id:
+        key = settings.log_requester_hash_key.encode()
+        fields["requester_hash"] = hmac.new(key, requester.id.encode(), hashlib.sha256).hexdigest()
+    if settings.log_personal_data:
+        fields |= {"requester": requester.name, "requester_id": requester.id}
+    return fields
