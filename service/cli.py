@@ -28,6 +28,7 @@ from service.policy import (
     load_policies,
 )
 from service.policy.decision import Decision
+from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.model import PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case, summary
@@ -84,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="policy directory (default: $HANDSHAKE_POLICIES, else ./policies)",
     )
+    policies.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help=f"CEL engine (default: $HANDSHAKE_CEL_ENGINE, else {DEFAULT_ENGINE})",
+    )
 
     check = commands.add_parser(
         "check", parents=[policies], help="load and compile policies; list every problem"
@@ -92,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
 
-    test = commands.add_parser("test", parents=[policies], help="run the policy test suites")
+    test = commands.add_parser(
+        "test", parents=[policies], help="run the policy test suites (under every engine)"
+    )
     test.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
     test.add_argument("--filter", metavar="TEXT", help="only cases whose policy or name has TEXT")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
@@ -155,9 +163,16 @@ def _directory(args: argparse.Namespace) -> Path:
     return Path(given or os.environ.get("HANDSHAKE_POLICIES") or "policies")
 
 
-def _load(directory: Path) -> PolicySet:
+def _engine(args: argparse.Namespace) -> str:
+    name: str = args.engine or os.environ.get("HANDSHAKE_CEL_ENGINE") or DEFAULT_ENGINE
+    if name not in ENGINES:
+        raise CommandError(f"HANDSHAKE_CEL_ENGINE: unknown engine `{name}` ({', '.join(ENGINES)})")
+    return name
+
+
+def _load(directory: Path, engine: str) -> PolicySet:
     try:
-        return load_policies(directory, revision=policy_revision(directory))
+        return load_policies(directory, revision=policy_revision(directory), engine=engine)
     except PolicyError as exc:
         if len(exc.problems) == 1:
             raise CommandError(str(exc.problems[0])) from None
@@ -171,7 +186,7 @@ def _check(args: argparse.Namespace) -> int:
     directory = _directory(args)
     hooks = os.environ.get("HANDSHAKE_WEBHOOKS") or directory / "webhooks.yaml"
     try:
-        policy_set = load_policies(directory)
+        policy_set = load_policies(directory, engine=_engine(args))
         cases = load_suites(directory, policy_set)
         webhooks = (
             load_webhooks(
@@ -198,27 +213,33 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
+    """Every suite under every engine (or the one asked for): a policy must mean one thing."""
     directory = _directory(args)
-    policy_set = _load(directory)
-    cases = load_suites(directory, policy_set)
-    if args.filter:
-        cases = [c for c in cases if args.filter in c.title]
-    results = [run_case(policy_set, case) for case in cases]
-    for result in results:
-        where = f"{result.case.file}:{result.case.line}"
-        if result.failures:
-            print(f"FAIL {where} {result.case.title}")
-            for failure in result.failures:
-                print(f"     {failure}")
-        elif args.verbose:
-            print(f"ok   {where} {result.case.title}")
+    engines = [args.engine] if args.engine else list(ENGINES)
+    results = []
+    for engine in engines:
+        label = f" [{engine}]" if len(engines) > 1 else ""
+        policy_set = _load(directory, engine)
+        cases = load_suites(directory, policy_set)
+        for case in cases:
+            if args.filter and args.filter not in case.title:
+                continue
+            result = run_case(policy_set, case)
+            results.append(result)
+            where = f"{case.file}:{case.line}"
+            if result.failures:
+                print(f"FAIL {where} {case.title}{label}")
+                for failure in result.failures:
+                    print(f"     {failure}")
+            elif args.verbose:
+                print(f"ok   {where} {case.title}{label}")
     passed, failed = summary(results)
-    print(f"{passed} passed, {failed} failed")
+    print(f"{passed} passed, {failed} failed ({', '.join(engines)})")
     return 1 if failed or not results else 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    policy_set = _load(_directory(args))
+    policy_set = _load(_directory(args), _engine(args))
     request = _read_request(args.input)
     now = _timestamp(args.now) if args.now else datetime.now(UTC)
     try:
@@ -266,6 +287,7 @@ def _diff(args: argparse.Namespace) -> int:
             args.rev_b,
             requests=args.requests,
             default_policy=args.policy,
+            engine=_engine(args),
         )
     except DiffError as exc:
         raise CommandError(str(exc)) from None

@@ -24,6 +24,7 @@ import msgspec
 
 from service.policy import ConnectionRequest, PolicyError, PolicySet, evaluate, load_policies
 from service.policy.decision import Decision
+from service.policy.engines import DEFAULT_ENGINE
 from service.policy.errors import Problem
 from service.policy.request import Base, InputError, Timestamp, convert
 from service.policy.suite import load_suites
@@ -178,13 +179,14 @@ def diff(
     requests: Path | None = None,
     default_policy: str = "default",
     now: datetime | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> Report:
     """Evaluate the corpus at both revisions (B: the work tree when None) and compare."""
     now = now or datetime.now(UTC)
     recorded = read_requests(requests, default_policy, now) if requests else []
     with (
-        _tree(directory, rev_a, now) as (set_a, cases_a, side_a),
-        _tree(directory, rev_b, now) as (set_b, cases_b, side_b),
+        _tree(directory, rev_a, now, engine) as (set_a, cases_a, side_a),
+        _tree(directory, rev_b, now, engine) as (set_b, cases_b, side_b),
     ):
         report = Report(
             a=side_a,
@@ -249,11 +251,11 @@ def _unique(items: list[Item]) -> Iterator[Item]:
 
 @contextmanager
 def _tree(
-    directory: Path, revision: str | None, now: datetime
+    directory: Path, revision: str | None, now: datetime, engine: str
 ) -> Iterator[tuple[PolicySet, list[Item], Side]]:
     """The policy set and suite cases at `revision` (None: the work tree, as it is)."""
     if revision is None:
-        policy_set = load_policies(directory, revision=policy_revision(directory))
+        policy_set = load_policies(directory, revision=policy_revision(directory), engine=engine)
         items = _suite_items(directory, policy_set, None, now)
         yield policy_set, items, _side("work tree", policy_set)
         return
@@ -272,7 +274,7 @@ def _tree(
         label = f"{revision}:{prefix or '.'}"  # files show as `main:policies/default.yaml`
         if not tree.is_dir():
             raise PolicyError([Problem(file=label, message="no policy directory at this revision")])
-        policy_set = load_policies(tree, revision=commit, label=label)
+        policy_set = load_policies(tree, revision=commit, label=label, engine=engine)
         items = _suite_items(tree, policy_set, label, now)
         yield policy_set, items, _side(revision, policy_set)
 

@@ -24,6 +24,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The policy directory."""
     default_policy: str = "default"
     """The policy used when a request names none."""
+    cel_engine: Literal["cel-expr-python", "cel-python"] = "cel-expr-python"
+    """The CEL engine: Google's C++ CEL (fast) or cel-python, the reference (docs/adr/0009)."""
     revision: str | None = None
     """The policies' revision when the directory is not a git work tree (e.g. git-sync)."""
     watch: bool = True

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from service.policy import PolicyError, PolicySet, Problem
+from service.policy.engines import get_engine
 from service.policy.errors import did_you_mean
 from service.policy.loader import validate
 from service.policy.mapping import RequestMapping, compile_mapping
@@ -109,6 +110,7 @@ def load_webhooks(
     document, problems = validate(source, WebhooksDocument, _source_parts)
     if document is None:
         raise PolicyError(problems)
+    engine = get_engine(policy_set.engine)
     sources: dict[str, WebhookSource] = {}
     for name, config in document.sources.items():
         site = Site(source, ("sources", name))
@@ -118,7 +120,7 @@ def load_webhooks(
             problems.append(
                 source.problem((*site.path, "policy"), f"unknown policy `{policy}`{hint}")
             )
-        mapping, found = compile_mapping(config.mapping, site.at("mapping"))
+        mapping, found = compile_mapping(config.mapping, site.at("mapping"), engine)
         problems.extend(found)
         secrets = []
         for index, ref in enumerate(config.secrets):

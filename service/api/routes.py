@@ -184,7 +184,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             default_locale=policy.default_locale,
             on_error=policy.on_error,
             params=dict(policy.params),
-            variables={k: program.text for k, program in policy.variables.items()},
+            variables={k: program.expression.text for k, program in policy.variables.items()},
             rules=summary.rules,
             default=summary.default,
         )

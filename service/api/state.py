@@ -51,7 +51,11 @@ def load_active(settings: Settings) -> Active:
     """Load and compile the policies and webhook sources; raises `PolicyError` with every
     problem of both."""
     directory = Path(settings.policies)
-    policy_set = load_policies(directory, revision=policy_revision(directory, settings.revision))
+    policy_set = load_policies(
+        directory,
+        revision=policy_revision(directory, settings.revision),
+        engine=settings.cel_engine,
+    )
     path = webhooks_path(settings)
     webhooks = (
         load_webhooks(path, policy_set, settings.default_policy) if path is not None else Webhooks()

@@ -12,20 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import msgspec
-
 from service.policy import references as refs
-from service.policy.cel import (
-    FUNCTIONS,
+from service.policy.engines import (
     MACROS,
     CelSyntaxError,
-    EvalError,
-    LazyMap,
+    Engine,
+    Expression,
     Program,
-    Value,
-    compile_expression,
-    to_cel,
+    Scope,
+    parse,
 )
+from service.policy.engines.celpython import FUNCTIONS
 from service.policy.errors import Problem, UnknownPolicyError, did_you_mean
 from service.policy.model import RESERVED_RULE_ID, Outcome
 from service.policy.parts import PolicyParts, Site
@@ -38,9 +35,7 @@ __all__ = [
     "CompiledPolicy",
     "CompiledRule",
     "PolicySet",
-    "activation",
     "compile_policy",
-    "request_to_cel",
 ]
 
 ROOTS = ("request", "now", "params", "variables")
@@ -72,10 +67,15 @@ class CompiledPolicy:
     default_locale: str
     on_error: str
     params: Mapping[str, Any]  # as written, merged over the bases'
-    params_cel: Value  # the same, converted to CEL once
+    params_data: Any  # the same, converted once for the engine
     variables: Mapping[str, Program]
     rules: tuple[CompiledRule, ...]
     default: CompiledOutcome
+    engine: Engine
+
+    def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
+        """The names CEL sees; `variables` are computed lazily, at most once each."""
+        return self.engine.scope(request, now, self.params_data, self.variables)
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,7 @@ class PolicySet:
     policies: Mapping[str, CompiledPolicy]
     digest: str
     revision: str | None = None
+    engine: str = "cel-expr-python"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     warnings: tuple[Problem, ...] = ()
 
@@ -95,33 +96,13 @@ class PolicySet:
             raise UnknownPolicyError(name, self.policies) from None
 
 
-def request_to_cel(request: ConnectionRequest) -> Value:
-    """The request as CEL sees it: absent (None) fields are left out, so `has()` works."""
-    return to_cel(msgspec.to_builtins(request, builtin_types=(datetime,)))
-
-
-def activation(
-    policy: CompiledPolicy, request: Value, now: datetime
-) -> tuple[dict[str, Value], LazyMap]:
-    """The names CEL sees; `variables` are computed lazily, at most once each."""
-    names: dict[str, Value] = {"request": request, "now": to_cel(now), "params": policy.params_cel}
-
-    def compute(name: str) -> Value:
-        program = policy.variables.get(name)
-        if program is None:
-            raise EvalError(f"unknown variable `{name}`")
-        return program.run(names)
-
-    variables = LazyMap(compute)
-    names["variables"] = variables
-    return names, variables
-
-
-def compile_policy(parts: PolicyParts) -> tuple[CompiledPolicy | None, list[Problem]]:
+def compile_policy(
+    parts: PolicyParts, engine: Engine
+) -> tuple[CompiledPolicy | None, list[Problem]]:
     """Compile one policy; None when any problem is an error (or the parts were broken)."""
     from service.policy.probe import probe  # probe evaluates what this module compiles
 
-    compiler = _Compiler(parts)
+    compiler = _Compiler(parts, engine)
     policy = compiler.run()
     if policy is not None:
         probe(policy, parts, compiler.report)
@@ -130,8 +111,9 @@ def compile_policy(parts: PolicyParts) -> tuple[CompiledPolicy | None, list[Prob
 
 
 class _Compiler:
-    def __init__(self, parts: PolicyParts) -> None:
+    def __init__(self, parts: PolicyParts, engine: Engine) -> None:
         self.parts = parts
+        self.engine = engine
         self.problems: list[Problem] = []
         self.params_shape = shape_of_value(parts.params)
         self.variable_deps: dict[str, set[str]] = {}
@@ -154,10 +136,10 @@ class _Compiler:
     def run(self) -> CompiledPolicy | None:
         parts = self.parts
         try:
-            params = to_cel(parts.params)
+            params = self.engine.prepare(parts.params)
         except (TypeError, ValueError) as exc:
             self.report(Site(parts.source, ("params",)), f"unsupported value: {exc}")
-            params = to_cel({})
+            params = self.engine.prepare({})
         variables = {
             name: program
             for name, (text, site) in parts.variables.items()
@@ -193,10 +175,11 @@ class _Compiler:
             default_locale=parts.default_locale,
             on_error=parts.on_error,
             params=parts.params,
-            params_cel=params,
+            params_data=params,
             variables=variables,
             rules=tuple(rules),
             default=default,
+            engine=self.engine,
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:
@@ -221,13 +204,13 @@ class _Compiler:
 
     def template(self, site: Site, text: str) -> Template | None:
         try:
-            template = compile_template(text)
+            template = compile_template(text, self.engine)
         except TemplateError as exc:
             self.report(site, exc.message, position=_position(site, text, exc.offset, 1, 1))
             return None
         ok = True
         for placeholder in template.placeholders:
-            for message, (line, column) in self.check(placeholder.program, deps=None):
+            for message, (line, column) in self.check(placeholder.program.expression, deps=None):
                 self.report(
                     site, message, position=_position(site, text, placeholder.offset, line, column)
                 )
@@ -240,18 +223,20 @@ class _Compiler:
         if isinstance(text, bool):  # `when: true` in YAML
             text = "true" if text else "false"
         try:
-            program = compile_expression(text)
+            expression = parse(text)
+            problems = list(self.check(expression, deps=deps))
+            for message, (line, column) in problems:
+                self.report(site, message, position=_position(site, text, 0, line, column))
+            return None if problems else self.engine.compile(expression)
         except CelSyntaxError as exc:
             self.report(site, exc.message, position=_position(site, text, 0, exc.line, exc.column))
             return None
-        problems = list(self.check(program, deps=deps))
-        for message, (line, column) in problems:
-            self.report(site, message, position=_position(site, text, 0, line, column))
-        return None if problems else program
 
-    def check(self, program: Program, *, deps: str | None) -> Iterable[tuple[str, tuple[int, int]]]:
-        """Static checks of one program: (message, position inside the expression)."""
-        for found in refs.references(program.tree):
+    def check(
+        self, expression: Expression, *, deps: str | None
+    ) -> Iterable[tuple[str, tuple[int, int]]]:
+        """Static checks of one expression: (message, position inside the expression)."""
+        for found in refs.references(expression.tree):
             if isinstance(found, refs.Misuse):
                 yield found.message, found.position
             elif isinstance(found, refs.Call):

@@ -15,14 +15,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from service.policy.cel import EvalError, LazyMap, from_cel, type_name
-from service.policy.compiler import (
-    CompiledOutcome,
-    CompiledPolicy,
-    PolicySet,
-    activation,
-    request_to_cel,
-)
+from service.policy.compiler import CompiledOutcome, CompiledPolicy, PolicySet
 from service.policy.decision import (
     Decision,
     PolicyRef,
@@ -32,6 +25,7 @@ from service.policy.decision import (
     Trace,
     VariableTrace,
 )
+from service.policy.engines import EvalError, Scope, to_json, type_name
 from service.policy.request import ConnectionRequest
 from service.policy.wording import choose_locale
 
@@ -76,7 +70,7 @@ def evaluate(
     """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
     policy = policy_set.get(policy_name)
     now = now.astimezone(UTC)
-    names, variables = activation(policy, request_to_cel(request), now)
+    scope = policy.scope(request, now)
     errors: list[RuleError] = []
     steps: list[RuleTrace] = []
 
@@ -84,8 +78,8 @@ def evaluate(
     outcome = policy.default
     for rule in policy.rules:
         try:
-            result = rule.when.run(names)
-            if type_name(result) != "bool":
+            result = scope.run(rule.when)
+            if type(result) is not bool:
                 raise EvalError(f"condition returned a {type_name(result)}, not a bool")
         except EvalError as exc:
             errors.append(RuleError(rule=rule.id, message=str(exc)))
@@ -98,7 +92,7 @@ def evaluate(
             rule_id, outcome = rule.id, rule.outcome
             break
 
-    rationale, reply, outputs = _render(policy, outcome, rule_id, names, locale, errors)
+    rationale, reply, outputs = _render(policy, outcome, rule_id, scope, locale, errors)
     return Decision(
         decision=outcome.decision,  # type: ignore[arg-type]
         rule=rule_id,
@@ -109,7 +103,7 @@ def evaluate(
         policy=PolicyRef(name=policy.name, revision=policy_set.revision, digest=policy_set.digest),
         decision_id=id or decision_id(policy_set, policy.name, request, now, locale),
         evaluated_at=now,
-        trace=Trace(rules=steps, variables=_variables(variables)) if explain else None,
+        trace=Trace(rules=steps, variables=_variables(scope)) if explain else None,
     )
 
 
@@ -117,7 +111,7 @@ def _render(
     policy: CompiledPolicy,
     outcome: CompiledOutcome,
     rule_id: str | None,
-    names: dict[str, object],
+    scope: Scope,
     locale: str | None,
     errors: list[RuleError],
 ) -> tuple[str, Reply | None, dict[str, object]]:
@@ -127,7 +121,7 @@ def _render(
         errors.append(RuleError(rule=rule_id, message=f"{what}: {exc}"))
 
     try:
-        rationale = outcome.rationale.render(names)
+        rationale = outcome.rationale.render(scope)
     except EvalError as exc:
         failed("rationale", exc)
         rationale = outcome.rationale.source
@@ -136,25 +130,24 @@ def _render(
     chosen = choose_locale(outcome.reply, locale, policy.default_locale)
     if chosen is not None:
         try:
-            reply = Reply(locale=chosen, text=outcome.reply[chosen].render(names))
+            reply = Reply(locale=chosen, text=outcome.reply[chosen].render(scope))
         except EvalError as exc:
             failed(f"reply.{chosen}", exc)
 
     outputs: dict[str, object] = {}
     for key, template in outcome.outputs.items():
         try:
-            outputs[key] = template.render_value(names)
+            outputs[key] = template.render_value(scope)
         except EvalError as exc:
             failed(f"outputs.{key}", exc)
             outputs[key] = None
     return rationale, reply, outputs
 
 
-def _variables(variables: LazyMap) -> dict[str, VariableTrace]:
-    traced = {}
-    for name, value in sorted(variables.evaluated().items()):
-        try:
-            traced[name] = VariableTrace(value=from_cel(value))
-        except EvalError as exc:
-            traced[name] = VariableTrace(error=str(exc))
-    return traced
+def _variables(scope: Scope) -> dict[str, VariableTrace]:
+    return {
+        name: VariableTrace(error=str(value))
+        if isinstance(value, EvalError)
+        else VariableTrace(value=to_json(value))
+        for name, value in sorted(scope.variables().items())
+    }

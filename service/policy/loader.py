@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from service.policy.compiler import CompiledPolicy, PolicySet, compile_policy
+from service.policy.engines import DEFAULT_ENGINE, get_engine
 from service.policy.errors import PolicyError, Problem, did_you_mean
 from service.policy.model import DECISIONS, RULE_LISTS, PolicyDocument, Rule
 from service.policy.model import Outcome as DefaultOutcome
@@ -54,12 +55,18 @@ def display(directory: Path, path: Path, label: str | None = None) -> str:
 
 
 def load_policies(
-    directory: Path, *, revision: str | None = None, label: str | None = None
+    directory: Path,
+    *,
+    revision: str | None = None,
+    label: str | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> PolicySet:
     """Load and compile every policy below `directory`; raise `PolicyError` listing them all.
 
-    `label` names the directory in problems instead of its path (e.g. a git revision's tree).
+    `label` names the directory in problems instead of its path (e.g. a git revision's tree);
+    `engine` is the CEL engine that will evaluate them (service/policy/engines).
     """
+    cel_engine = get_engine(engine)
     if not directory.is_dir():
         raise PolicyError(
             [Problem(file=label or str(directory), message="no such policy directory")]
@@ -98,7 +105,7 @@ def load_policies(
     problems.extend(found)
     policies: dict[str, CompiledPolicy] = {}
     for name, parts in every_parts.items():
-        policy, found = compile_policy(parts)
+        policy, found = compile_policy(parts, cel_engine)
         problems.extend(found)
         if policy is not None:
             policies[name] = policy
@@ -108,6 +115,7 @@ def load_policies(
         policies=policies,
         digest=f"sha256:{digest.hexdigest()}",
         revision=revision,
+        engine=engine,
         warnings=tuple(problems),
     )
 

@@ -17,16 +17,16 @@ from typing import Any, cast
 import msgspec
 
 from service.policy import references as refs
-from service.policy.cel import (
-    FUNCTIONS,
+from service.policy.engines import (
     MACROS,
     CelSyntaxError,
+    Engine,
     EvalError,
     Program,
-    compile_expression,
-    from_cel,
-    to_cel,
+    parse,
+    to_json,
 )
+from service.policy.engines.celpython import FUNCTIONS
 from service.policy.errors import Problem, did_you_mean
 from service.policy.parts import Site
 from service.policy.request import ConnectionRequest, InputError, convert
@@ -55,14 +55,15 @@ class Leaf:
 @dataclass(frozen=True)
 class RequestMapping:
     leaves: tuple[Leaf, ...]
+    engine: Engine
 
     def apply(self, payload: Any, headers: Mapping[str, str]) -> ConnectionRequest:
         """Evaluate every leaf and validate the result; raises `MappingError`."""
-        names = {"payload": to_cel(payload), "headers": to_cel(dict(headers))}
+        scope = self.engine.bind({"payload": payload, "headers": dict(headers)})
         data: dict[str, Any] = {}
         for leaf in self.leaves:
             try:
-                value = from_cel(leaf.program.run(names))
+                value = to_json(scope.run(leaf.program))
             except EvalError as exc:
                 if leaf.optional and exc.kind == "missing":
                     continue
@@ -90,20 +91,23 @@ class RequestMapping:
 _REQUEST = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(ConnectionRequest))
 
 
-def compile_mapping(tree: Any, site: Site) -> tuple[RequestMapping | None, list[Problem]]:
+def compile_mapping(
+    tree: Any, site: Site, engine: Engine
+) -> tuple[RequestMapping | None, list[Problem]]:
     """Compile a mapping tree found at `site`; None when there are problems."""
-    compiler = _MappingCompiler()
+    compiler = _MappingCompiler(engine)
     if not isinstance(tree, dict):
         compiler.error(site, "a mapping mirrors the request: an object of request fields")
     else:
         compiler.struct(tree, site, (), _REQUEST)
     if compiler.problems:
         return None, compiler.problems
-    return RequestMapping(tuple(compiler.leaves)), []
+    return RequestMapping(tuple(compiler.leaves), engine), []
 
 
 class _MappingCompiler:
-    def __init__(self) -> None:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self.leaves: list[Leaf] = []
         self.problems: list[Problem] = []
 
@@ -164,13 +168,13 @@ class _MappingCompiler:
             return
         line = site.source.locate(site.path)[0]
         try:
-            program = compile_expression(text)
+            program = self.engine.compile(parse(text))
         except CelSyntaxError as exc:
             position = site.source.locate_in_scalar(site.path, exc.line, exc.column)
             self.error(site, exc.message, position=position)
             return
         ok = True
-        for found in refs.references(program.tree):
+        for found in refs.references(program.expression.tree):
             message = _check(found)
             if message:
                 self.error(site, message)

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.policy import references as refs
-from service.policy.cel import EvalError, Program, Value, type_name
-from service.policy.compiler import CompiledOutcome, CompiledPolicy, activation, request_to_cel
+from service.policy.compiler import CompiledOutcome, CompiledPolicy
+from service.policy.engines import EvalError, Program, Scope, type_name
 from service.policy.parts import PolicyParts, Site
 from service.policy.request import ConnectionRequest, Person, Relationship
 
@@ -68,8 +68,8 @@ def probe(policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
 class _Probe:
     def __init__(self, policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
         self.policy, self.report = policy, report
-        self.full, _ = activation(policy, request_to_cel(REPRESENTATIVE), _T)
-        self.bare, _ = activation(policy, request_to_cel(MINIMAL), _T)
+        self.full = policy.scope(REPRESENTATIVE, _T)
+        self.bare = policy.scope(MINIMAL, _T)
         self.variable_sites = {name: site for name, (_, site) in parts.variables.items()}
         self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
         self.default_site = parts.default[1]
@@ -101,7 +101,7 @@ class _Probe:
                     f"fails when optional fields are absent ({failure}); guard them with `has()`",
                     severity="warning",
                 )
-            if always is None and bool(result) and self.constant(rule.when):
+            if always is None and result and self.constant(rule.when):
                 always = rule.id
         for rule in self.policy.rules:
             self.templates(self.rule_sites[rule.id], rule.outcome)
@@ -116,11 +116,11 @@ class _Probe:
                 self.attempt(where, placeholder.program, self.full)
 
     def attempt(
-        self, site: Site, program: Program, names: dict[str, Value], *, quiet: bool = False
+        self, site: Site, program: Program, scope: Scope, *, quiet: bool = False
     ) -> tuple[Any, EvalError | None]:
         """(value, None) or (None, the failure); type errors are reported unless quiet."""
         try:
-            return program.run(names), None
+            return scope.run(program), None
         except EvalError as exc:
             if exc.kind == "type" and not quiet:
                 self.report(site, f"type error on a representative request: {exc}")
@@ -131,7 +131,7 @@ class _Probe:
         pending = [program]
         seen: set[str] = set()
         while pending:
-            for found in refs.references(pending.pop().tree):
+            for found in refs.references(pending.pop().expression.tree):
                 if isinstance(found, refs.Reference):
                     if found.path[0] in ("request", "now"):
                         return False

@@ -13,7 +13,7 @@ from typing import Any
 import lark
 import msgspec
 
-from service.policy.cel import MACROS, to_cel, type_name
+from service.policy.engines.base import MACROS, type_name
 from service.policy.errors import did_you_mean
 from service.policy.request import ConnectionRequest
 
@@ -194,7 +194,7 @@ def _shape_of_type(t: msgspec.inspect.Type) -> Shape:
 def shape_of_value(value: Any) -> Shape:
     if isinstance(value, dict):
         return {str(k): shape_of_value(v) for k, v in value.items()}
-    return type_name(to_cel(value))
+    return type_name(value)
 
 
 REQUEST_SHAPE = _shape_of_type(msgspec.inspect.type_info(ConnectionRequest))

@@ -7,13 +7,13 @@ environment as conditions. A placeholder may not contain `}}`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
-from service.policy.cel import CelSyntaxError, Program, Value, compile_expression, from_cel
+from service.policy.engines import CelSyntaxError, Engine, Program, Scope, parse, to_json
 
 __all__ = ["Template", "TemplateError", "choose_locale", "compile_template"]
 
@@ -43,21 +43,21 @@ class Template:
     def placeholders(self) -> Iterable[Placeholder]:
         return (part for part in self.parts if isinstance(part, Placeholder))
 
-    def render(self, activation: Mapping[str, Value]) -> str:
+    def render(self, scope: Scope) -> str:
         """The text; raises `EvalError` when a placeholder fails."""
         return "".join(
-            part if isinstance(part, str) else to_text(from_cel(part.program.run(activation)))
+            part if isinstance(part, str) else to_text(to_json(scope.run(part.program)))
             for part in self.parts
         )
 
-    def render_value(self, activation: Mapping[str, Value]) -> Any:
+    def render_value(self, scope: Scope) -> Any:
         """Like `render`, but a template that is one placeholder keeps its value's type."""
         if len(self.parts) == 1 and isinstance(self.parts[0], Placeholder):
-            return from_cel(self.parts[0].program.run(activation))
-        return self.render(activation)
+            return to_json(scope.run(self.parts[0].program))
+        return self.render(scope)
 
 
-def compile_template(source: str) -> Template:
+def compile_template(source: str, engine: Engine) -> Template:
     """Split and compile every placeholder; raises `TemplateError` with a position."""
     parts: list[str | Placeholder] = []
     position = 0
@@ -68,7 +68,7 @@ def compile_template(source: str) -> Template:
         if not expression.strip():
             raise TemplateError("empty placeholder `{{ }}`", match.start())
         try:
-            program = compile_expression(expression)
+            program = engine.compile(parse(expression))
         except CelSyntaxError as exc:
             lines = expression.split("\n")
             at = offset + sum(len(line) + 1 for line in lines[: exc.line - 1]) + exc.column - 1

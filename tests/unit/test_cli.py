@@ -101,15 +101,22 @@ def test_policies_directory_from_the_environment(
 def test_test_command_runs_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES))
     assert code == 0
-    assert out.splitlines()[-1] == "46 passed, 0 failed"
+    assert out.splitlines()[-1] == "92 passed, 0 failed (cel-expr-python, cel-python)"
+
+
+def test_test_command_under_one_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "test", str(POLICIES), "--engine", "cel-python")
+    assert code == 0
+    assert out.splitlines()[-1] == "46 passed, 0 failed (cel-python)"
 
 
 def test_test_command_filter_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES), "--filter", "near-limit", "-v")
     assert code == 0
     lines = out.splitlines()
-    assert lines[-1] == "5 passed, 0 failed"
+    assert lines[-1] == "10 passed, 0 failed (cel-expr-python, cel-python)"
     assert all("examples/near-limit" in line for line in lines[:-1])
+    assert sum(line.endswith("[cel-python]") for line in lines) == 5
 
 
 def test_test_command_reports_expected_and_actual(
@@ -127,14 +134,14 @@ def test_test_command_reports_expected_and_actual(
         "      recipient: {name: B, has_photo: true}\n"
         "    expect: {decision: accept, rule: r, rationale: {contains: something}}\n"
     )
-    code, out, _ = run(capsys, "test", str(tmp_path))
+    code, out, _ = run(capsys, "test", str(tmp_path), "--engine", "cel-expr-python")
     assert code == 1
     assert out.splitlines() == [
         f"FAIL {tmp_path}/p_test.yaml:3 p > wrong",
         "     decision: expected `accept`, got `ignore`",
         "     rule: expected `r`, got `default`",
         '     rationale: expected to contain "something", got "nothing"',
-        "0 passed, 1 failed",
+        "0 passed, 1 failed (cel-expr-python)",
     ]
 
 
@@ -283,7 +290,7 @@ def test_init_scaffolds_a_policy_whose_suite_passes(
     assert (tmp_path / "sales" / "emea.yaml").exists()
     assert run(capsys, "check", "--strict", str(tmp_path))[0] == 0
     code, out, _ = run(capsys, "test", str(tmp_path))
-    assert (code, out.splitlines()[-1]) == (0, "4 passed, 0 failed")
+    assert (code, out.splitlines()[-1]) == (0, "8 passed, 0 failed (cel-expr-python, cel-python)")
     code, _, err = run(capsys, "init", str(tmp_path), "--name", "sales/emea")
     assert code == 2
     assert one_line(err).endswith("already exists; nothing was written")

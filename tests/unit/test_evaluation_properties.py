@@ -6,29 +6,37 @@ from datetime import datetime
 from functools import cache
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies
+from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.model import DECISIONS
 from tests.conftest import POLICIES
 from tests.strategies import LOCALES, NOW, REQUESTS
 
 
 @cache
-def bundled() -> PolicySet:
-    return load_policies(POLICIES)
+def bundled(engine: str = DEFAULT_ENGINE) -> PolicySet:
+    return load_policies(POLICIES, engine=engine)
 
 
 POLICY_NAMES = st.sampled_from(sorted(bundled().policies))
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=200, deadline=None)
 @given(name=POLICY_NAMES, request=REQUESTS, now=NOW, locale=LOCALES, explain=st.booleans())
 def test_evaluation_is_total_and_deterministic(
-    name: str, request: ConnectionRequest, now: datetime, locale: str | None, explain: bool
+    engine: str,
+    name: str,
+    request: ConnectionRequest,
+    now: datetime,
+    locale: str | None,
+    explain: bool,
 ) -> None:
-    policy_set = bundled()
+    policy_set = bundled(engine)
     policy = policy_set.policies[name]
     first = evaluate(policy_set, name, request, now=now, locale=locale, explain=explain)
 
@@ -61,16 +69,17 @@ def test_different_requests_get_different_decision_ids(
 
 
 @cache
-def hostile() -> PolicySet:
-    return load_policies(POLICIES.parent / "tests" / "cases" / "hostile")
+def hostile(engine: str) -> PolicySet:
+    return load_policies(POLICIES.parent / "tests" / "cases" / "hostile", engine=engine)
 
 
-@settings(max_examples=300, deadline=None)
+@pytest.mark.parametrize("engine", ENGINES)
+@settings(max_examples=200, deadline=None)
 @given(request=REQUESTS, now=NOW, locale=LOCALES)
 def test_evaluation_is_total_under_a_hostile_policy(
-    request: ConnectionRequest, now: datetime, locale: str | None
+    engine: str, request: ConnectionRequest, now: datetime, locale: str | None
 ) -> None:
-    policy_set = hostile()
+    policy_set = hostile(engine)
     first = evaluate(policy_set, "hostile", request, now=now, locale=locale, explain=True)
     again = evaluate(policy_set, "hostile", request, now=now, locale=locale, explain=True)
     assert msgspec.json.encode(again) == msgspec.json.encode(first)

@@ -8,28 +8,32 @@ from functools import cache
 import pytest
 
 from service.policy import PolicySet, load_policies
+from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.model import RESERVED_RULE_ID
 from service.policy.suite import LoadedCase, load_suites, run_case
 from tests.conftest import POLICIES
 
 
 @cache
-def bundled() -> tuple[PolicySet, list[LoadedCase]]:
-    policy_set = load_policies(POLICIES)
+def bundled(engine: str = DEFAULT_ENGINE) -> tuple[PolicySet, list[LoadedCase]]:
+    policy_set = load_policies(POLICIES, engine=engine)
     return policy_set, load_suites(POLICIES, policy_set)
 
 
-def test_bundled_policies_compile_without_warnings() -> None:
-    policy_set, _ = bundled()
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bundled_policies_compile_without_warnings(engine: str) -> None:
+    policy_set, _ = bundled(engine)
     assert policy_set.warnings == ()
     assert {"default", "examples/met-or-worked"} <= set(policy_set.policies)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     "case", bundled()[1], ids=lambda c: f"{c.file.removeprefix(str(POLICIES))}:{c.line}"
 )
-def test_suite_case(case: LoadedCase) -> None:
-    policy_set, _ = bundled()
+def test_suite_case(case: LoadedCase, engine: str) -> None:
+    """Every suite under each engine: the same policy means the same thing under both."""
+    policy_set, _ = bundled(engine)
     assert run_case(policy_set, case).failures == []
 
 

@@ -1,40 +1,38 @@
-"""The CEL engine: compile expressions once, evaluate them, convert values in and out.
+"""The reference engine: cel-python (pure Python), the interpreted runner.
 
-This is the only module that touches cel-python. It uses the interpreted runner: the compiled
-runner mis-evaluates `has(x.f) && x.f != ""` when `f` is absent and keeps state in module
-globals (see docs/adr/0002-cel-python-interpreted-runner.md). cel-python caches its parser
-across environments, so there is exactly one `Environment` per process.
+The compiled runner mis-evaluates `has(x.f) && x.f != ""` when `f` is absent and keeps state in
+module globals (docs/adr/0002-cel-python-interpreted-runner.md). cel-python caches its parser
+across environments, so there is exactly one `Environment` per process. Its parser is also the
+shared front end (`parse`): the compiler's static checks walk the tree it produces.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import math
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import celpy
 import lark
+import msgspec
 import re2
 from celpy import celtypes
 from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError, base_functions
+from celpy.evaluation import CELEvalError, Evaluator, base_functions
 
-__all__ = [
-    "FUNCTIONS",
-    "MACROS",
-    "CelSyntaxError",
-    "EvalError",
-    "LazyMap",
-    "Program",
-    "compile_expression",
-    "from_cel",
-    "to_cel",
-    "type_name",
-]
+from service.policy.engines.base import (
+    BUDGET_MESSAGE,
+    ITERATION_BUDGET,
+    CelSyntaxError,
+    EvalError,
+    Expression,
+)
+from service.policy.request import ConnectionRequest
+
+__all__ = ["FUNCTIONS", "CelPython", "LazyMap", "parse", "to_cel"]
 
 Value = Any  # a celpy.celtypes value
 
@@ -80,67 +78,16 @@ _EXTENSIONS: dict[str, Callable[..., Value]] = {
     "trim": _trim,
     "matches": _matches,
 }
-MACROS = frozenset({"has", "all", "exists", "exists_one", "map", "filter"})
-# Every function or method name an expression may call (operators are not names).
+# Every function or method name cel-python knows (operators are not names).
 FUNCTIONS = frozenset(name for name in base_functions if name[0].isalpha()) | set(_EXTENSIONS)
 
 _ENVIRONMENT = celpy.Environment()  # one per process, see the module docstring
 
 
-class CelSyntaxError(Exception):
-    """An expression does not parse; line and column are 1-based within the expression."""
+def parse(text: str) -> Expression:
+    """The shared front end: text -> `Expression`; raises `CelSyntaxError`."""
+    from service.policy.references import Reference, references
 
-    def __init__(self, message: str, line: int, column: int) -> None:
-        super().__init__(message)
-        self.message, self.line, self.column = message, line, column
-
-
-class EvalError(Exception):
-    """An expression failed to evaluate; the message is fit for a policy owner.
-
-    `kind` is `type` (no overload for these types), `missing` (no such field or key) or `other`.
-    """
-
-    def __init__(self, message: str, kind: str = "other") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-_KINDS: dict[type, str] = {TypeError: "type", KeyError: "missing"}
-_KIND_CLASSES = {kind: cls for cls, kind in _KINDS.items()}
-
-
-def _failure(error: CELEvalError) -> EvalError:
-    cause = error.args[1] if len(error.args) > 1 else None
-    return EvalError(describe(error), _KINDS.get(cause, "other"))  # type: ignore[arg-type]
-
-
-class Program:
-    """One compiled CEL expression."""
-
-    __slots__ = ("_runner", "text", "tree")
-
-    def __init__(self, text: str, tree: lark.Tree[lark.Token]) -> None:
-        self.text = text
-        self.tree = tree
-        self._runner = _ENVIRONMENT.program(tree, functions=_EXTENSIONS)
-
-    def run(self, activation: Mapping[str, Value]) -> Value:
-        """Evaluate; raise `EvalError` for every failure, whatever cel-python raised."""
-        try:
-            result = self._runner.evaluate(dict(activation))
-        except CELEvalError as exc:
-            raise _failure(exc) from None
-        except RecursionError:
-            raise EvalError("expression nests too deeply") from None
-        except Exception as exc:  # cel-python lets some Python errors through
-            raise EvalError(f"evaluation failed: {type(exc).__name__}: {exc}") from None
-        if isinstance(result, CELEvalError):
-            raise _failure(result)
-        return result
-
-
-def compile_expression(text: str) -> Program:
     try:
         tree = _ENVIRONMENT.compile(text)
     except CELParseError as exc:
@@ -148,8 +95,13 @@ def compile_expression(text: str) -> Program:
             _parse_message(exc.__context__), exc.line or 1, exc.column or 1
         ) from None
     except RecursionError:
-        raise CelSyntaxError("expression nests too deeply", 1, 1) from None
-    return Program(text, tree)
+        raise CelSyntaxError("expression nests too deeply") from None
+    variables = frozenset(
+        found.path[1]
+        for found in references(tree)
+        if isinstance(found, Reference) and found.path[0] == "variables" and len(found.path) > 1
+    )
+    return Expression(text, tree, variables)
 
 
 def _parse_message(cause: BaseException | None) -> str:
@@ -160,6 +112,62 @@ def _parse_message(cause: BaseException | None) -> str:
     if isinstance(cause, lark.UnexpectedCharacters):
         return f"syntax error: unexpected character `{cause.char}`"
     return "syntax error"
+
+
+class _BudgetExceededError(Exception):
+    """Not a CELEvalError, so that no `||`, `&&` or `exists` can absorb it."""
+
+
+class _Evaluator(Evaluator):
+    """cel-python's evaluator, counting comprehension iterations against ITERATION_BUDGET.
+
+    A macro runs its body through a sub-evaluator, once per element: that is what is counted.
+    """
+
+    def __init__(self, ast: Any, activation: Any, budget: list[int] | None = None) -> None:
+        super().__init__(ast, activation)
+        self.budget = budget  # shared by the evaluator and its sub-evaluators; None at the top
+
+    def sub_evaluator(self, ast: Any) -> Evaluator:
+        return _Evaluator(ast, self.activation, self.budget if self.budget is not None else [0])
+
+    def evaluate(self, context: Any = None) -> Any:
+        if self.budget is not None:
+            self.budget[0] += 1
+            if self.budget[0] > ITERATION_BUDGET:
+                raise _BudgetExceededError
+        return super().evaluate(context)
+
+
+class _Runner(celpy.InterpretedRunner):
+    def evaluate(self, context: Any) -> Any:
+        return _Evaluator(self.ast, self.new_activation(), None).evaluate(context)
+
+
+class Program:
+    """One expression compiled for cel-python."""
+
+    __slots__ = ("_runner", "expression")
+
+    def __init__(self, expression: Expression) -> None:
+        self.expression = expression
+        self._runner = _Runner(_ENVIRONMENT, expression.tree, _EXTENSIONS)
+
+    def run(self, names: Mapping[str, Value]) -> Value:
+        """Evaluate to a CEL value; raise `EvalError` for every failure, whatever happened."""
+        try:
+            result = self._runner.evaluate(dict(names))
+        except CELEvalError as exc:
+            raise _failure(exc) from None
+        except _BudgetExceededError:
+            raise EvalError(BUDGET_MESSAGE, "budget") from None
+        except RecursionError:
+            raise EvalError("expression nests too deeply") from None
+        except Exception as exc:  # cel-python lets some Python errors through
+            raise EvalError(f"evaluation failed: {type(exc).__name__}: {exc}") from None
+        if isinstance(result, CELEvalError):
+            raise _failure(result)
+        return result
 
 
 class LazyMap(celtypes.MapType):
@@ -183,9 +191,72 @@ class LazyMap(celtypes.MapType):
             dict.__setitem__(self, name, value)
         return dict.__getitem__(self, name)
 
-    def evaluated(self) -> dict[str, Value]:
-        """What has been computed so far (for `explain`)."""
-        return {str(k): v for k, v in dict.items(self)}
+    def evaluated(self) -> dict[str, Any]:
+        """What has been computed so far, as plain values or `EvalError`s."""
+        done: dict[str, Any] = {}
+        for key, value in dict.items(self):
+            try:
+                done[str(key)] = to_plain(value)
+            except EvalError as exc:
+                done[str(key)] = exc
+        return done
+
+
+class _Scope:
+    __slots__ = ("_lazy", "_names")
+
+    def __init__(self, names: dict[str, Value], variables: Mapping[str, Program]) -> None:
+        def compute(name: str) -> Value:
+            program = variables.get(name)
+            if program is None:
+                raise EvalError(f"unknown variable `{name}`")
+            return program.run(names)
+
+        self._lazy = LazyMap(compute)
+        names["variables"] = self._lazy
+        self._names = names
+
+    def run(self, program: Program) -> Any:
+        return to_plain(program.run(self._names))
+
+    def variables(self) -> dict[str, Any]:
+        return self._lazy.evaluated()
+
+
+class CelPython:
+    """The `cel-python` engine."""
+
+    name = "cel-python"
+
+    def compile(self, expression: Expression) -> Program:
+        return Program(expression)
+
+    def prepare(self, value: Mapping[str, Any]) -> Value:
+        return to_cel(value)
+
+    def scope(
+        self,
+        request: ConnectionRequest,
+        now: datetime,
+        params: Value,
+        variables: Mapping[str, Any],
+    ) -> _Scope:
+        # Absent (None) fields are left out, so `has()` works.
+        cel_request = to_cel(msgspec.to_builtins(request, builtin_types=(datetime,)))
+        names = {"request": cel_request, "now": to_cel(now), "params": params}
+        return _Scope(names, variables)
+
+    def bind(self, names: Mapping[str, Any]) -> _Scope:
+        return _Scope({name: to_cel(value) for name, value in names.items()}, {})
+
+
+_KINDS: dict[type, str] = {TypeError: "type", KeyError: "missing"}
+_KIND_CLASSES = {kind: cls for cls, kind in _KINDS.items()}
+
+
+def _failure(error: CELEvalError) -> EvalError:
+    cause = error.args[1] if len(error.args) > 1 else None
+    return EvalError(describe(error), _KINDS.get(cause, "other"))  # type: ignore[arg-type]
 
 
 def to_cel(value: Any) -> Value:
@@ -195,7 +266,7 @@ def to_cel(value: Any) -> Value:
     if isinstance(value, int):
         if _INT64[0] <= value <= _INT64[1]:
             return celtypes.IntType(value)
-        return celtypes.DoubleType(_as_float(value))  # as CEL reads JSON numbers: doubles
+        return celtypes.DoubleType(as_float(value))  # as CEL reads JSON numbers: doubles
     if isinstance(value, float):
         return celtypes.DoubleType(value)
     if isinstance(value, str):
@@ -216,38 +287,37 @@ def to_cel(value: Any) -> Value:
 _INT64 = (-(2**63), 2**63 - 1)
 
 
-def _as_float(value: int) -> float:
+def as_float(value: int) -> float:
+    """An integer beyond int64, as CEL reads such a JSON number."""
     try:
         return float(value)
     except OverflowError:
         return math.inf if value > 0 else -math.inf
 
 
-def from_cel(value: Value) -> Any:
-    """CEL values -> JSON-ready Python data (timestamps as RFC 3339, durations as `1.5s`)."""
+def to_plain(value: Value) -> Any:
+    """CEL values -> plain Python data (`celtypes` subclass the Python types they mirror)."""
     if isinstance(value, CELEvalError):
         raise _failure(value)
-    if value is None:
-        return None
-    if isinstance(value, bool | celtypes.BoolType):
-        return bool(value)
+    if value is None or isinstance(value, celtypes.BoolType):
+        return None if value is None else bool(value)
     if isinstance(value, str):
         return str(value)
     if isinstance(value, celtypes.TimestampType):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        t = value.astimezone(UTC)
+        return datetime(t.year, t.month, t.day, t.hour, t.minute, t.second, t.microsecond, UTC)
     if isinstance(value, celtypes.DurationType):
-        return f"{value.total_seconds():g}s"
+        return timedelta(value.days, value.seconds, value.microseconds)
     if isinstance(value, celtypes.BytesType):
-        return base64.b64encode(bytes(value)).decode("ascii")
+        return bytes(value)
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        number = float(value)
-        return number if math.isfinite(number) else str(number)
+        return float(value)
     if isinstance(value, Mapping):
-        return {str(from_cel(k)): from_cel(v) for k, v in value.items()}
+        return {to_plain(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [from_cel(v) for v in value]
+        return [to_plain(v) for v in value]
     return str(value)
 
 
@@ -264,14 +334,6 @@ _TYPE_NAMES = {
     celtypes.DurationType: "duration",
     type(None): "null",
 }
-
-
-def type_name(value: Value) -> str:
-    for cls in type(value).__mro__:
-        if cls in _TYPE_NAMES:
-            return _TYPE_NAMES[cls]
-    return type(value).__name__
-
 
 _OPERATORS = {
     "relation_lt": "<",

@@ -1,0 +1,239 @@
+"""The fast engine: Google's C++ CEL through `cel-expr-python`.
+
+It cannot call back into Python for a lazy map, so `variables` are computed on demand, in
+dependency order, and bound into a fresh `Activation` only when a program needs one that the
+current activation lacks. Data crosses into C++ as plain Python values, with the adapter's
+conversions: timestamps and durations inside maps become protobuf `Timestamp`s and
+`Duration`s, `None` fields of the request are left out (so `has()` works), and integers beyond
+int64 become doubles, exactly as the cel-python engine reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_strings
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from service.policy.engines.base import (
+    BUDGET_MESSAGE,
+    CelSyntaxError,
+    EvalError,
+    Expression,
+)
+from service.policy.request import ConnectionRequest
+
+__all__ = ["CelExpr", "compile_error", "describe"]
+
+NAMES = ("request", "now", "params", "variables", "payload", "headers")
+_ENV = cel.NewEnv(
+    variables=dict.fromkeys(NAMES, cel.Type.DYN),
+    extensions=[ext_strings.ExtStrings()],
+)
+_ERROR = cel.Type.ERROR
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class Program:
+    """One expression compiled for the C++ runtime (type checking is done apart, at load)."""
+
+    __slots__ = ("_compiled", "expression")
+
+    def __init__(self, expression: Expression) -> None:
+        self.expression = expression
+        try:
+            self._compiled = _ENV.compile(expression.text, disable_check=True)
+        except RuntimeError as exc:
+            raise compile_error(exc) from None
+
+    def eval(self, activation: Any) -> Any:
+        """Plain Python data; raises `EvalError`."""
+        try:
+            value = self._compiled.eval(activation)
+        except RuntimeError as exc:
+            raise _runtime_failure(exc) from None
+        if value.type() == _ERROR:
+            raise describe(str(value.value()))
+        return _plain(value.plain_value())
+
+
+class _Scope:
+    __slots__ = ("_activation", "_bound", "_data", "_failed", "_programs", "_values")
+
+    def __init__(self, data: dict[str, Any], programs: Mapping[str, Program]) -> None:
+        self._data = data
+        self._programs = programs
+        self._values: dict[str, Any] = {}  # computed variables, as plain values
+        self._failed: dict[str, EvalError] = {}
+        data["variables"] = {}  # the same, as data for C++
+        self._activation: Any = None
+        self._bound: frozenset[str] = frozenset()  # the variables in `_activation`
+
+    def run(self, program: Program) -> Any:
+        needed = program.expression.variables
+        for name in needed:
+            self._compute(name, ())
+        try:
+            return program.eval(self._activation_for(needed))
+        except EvalError:
+            # As in cel-python, reading a failed variable fails with the variable's error.
+            for name in sorted(needed):
+                if name in self._failed:
+                    raise self._failed[name] from None
+            raise
+
+    def variables(self) -> dict[str, Any]:
+        return {**self._values, **self._failed}
+
+    def _compute(self, name: str, chain: tuple[str, ...]) -> None:
+        if name in self._values or name in self._failed:
+            return
+        program = self._programs.get(name)
+        if program is None or name in chain:  # the compiler refuses both; stay total anyway
+            self._failed[name] = EvalError(f"unknown variable `{name}`")
+            return
+        for dep in program.expression.variables:
+            self._compute(dep, (*chain, name))
+        try:
+            value = program.eval(self._activation_for(program.expression.variables))
+        except EvalError as exc:
+            self._failed[name] = exc
+            return
+        self._values[name] = value
+        self._data["variables"][name] = to_data(value, keep_null=True)
+
+    def _activation_for(self, needed: frozenset[str]) -> Any:
+        """The current activation, rebuilt only when it lacks a computed variable."""
+        if self._activation is None or any(
+            name in self._values and name not in self._bound for name in needed
+        ):
+            self._activation = _ENV.Activation(self._data)
+            self._bound = frozenset(self._values)
+        return self._activation
+
+
+class CelExpr:
+    """The `cel-expr-python` engine."""
+
+    name = "cel-expr-python"
+
+    def compile(self, expression: Expression) -> Program:
+        return Program(expression)
+
+    def prepare(self, value: Mapping[str, Any]) -> Any:
+        return to_data(dict(value), keep_null=False)
+
+    def scope(
+        self,
+        request: ConnectionRequest,
+        now: datetime,
+        params: Any,
+        variables: Mapping[str, Any],
+    ) -> _Scope:
+        data = {
+            "request": to_data(msgspec.to_builtins(request, builtin_types=(datetime,)), False),
+            "now": to_data(now, False),
+            "params": params,
+        }
+        return _Scope(data, variables)
+
+    def bind(self, names: Mapping[str, Any]) -> _Scope:
+        return _Scope({name: to_data(value, False) for name, value in names.items()}, {})
+
+
+def to_data(value: Any, keep_null: bool) -> Any:
+    """Plain Python data -> what the C++ runtime accepts inside maps and lists."""
+    if isinstance(value, dict):
+        return {k: to_data(v, keep_null) for k, v in value.items() if keep_null or v is not None}
+    if isinstance(value, list | tuple):
+        return [to_data(v, keep_null) for v in value]
+    if isinstance(value, bool | str | float) or value is None:
+        return value
+    if isinstance(value, int):
+        if _INT64[0] <= value <= _INT64[1]:
+            return value
+        from service.policy.engines.celpython import as_float
+
+        return as_float(value)
+    if isinstance(value, datetime):
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromDatetime(value.astimezone(UTC))
+        return stamp
+    if isinstance(value, timedelta):
+        duration = duration_pb2.Duration()
+        duration.FromTimedelta(value)
+        return duration
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    raise TypeError(f"cannot give a `{type(value).__name__}` to CEL")
+
+
+def _plain(value: Any) -> Any:
+    """The runtime's plain values, normalised: bytes, not bytearray; UTC datetimes."""
+    if isinstance(value, bool | int | str | float) or value is None:
+        return value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return value
+
+
+# Error texts of the C++ runtime, made to read like the cel-python engine's.
+_MISSING = re.compile(r'Key not found in map : "(.*)"|no_such_field : (\w+)', re.DOTALL)
+_OVERLOAD = re.compile(r"No matching overloads found : ([^(\s]+)(?:\((.*)\))?", re.DOTALL)
+_STATUS = re.compile(r"^[A-Z_]+: ")
+_TYPES = {
+    "int64": "int",
+    "uint64": "uint",
+    "google.protobuf.Timestamp": "timestamp",
+    "google.protobuf.Duration": "duration",
+    "null_type": "null",
+}
+
+
+def _operator(function: str) -> str:
+    if function == "@in":
+        return "in"
+    if function.startswith("_") or function.endswith("_"):
+        return function.strip("_").replace("_", "") or function
+    return function
+
+
+def describe(text: str) -> EvalError:
+    if match := _MISSING.search(text):
+        return EvalError(f"no such key `{match.group(1) or match.group(2)}`", "missing")
+    if "found : <iter_range>" in text:
+        return EvalError("a comprehension needs a list or a map", "type")
+    if match := _OVERLOAD.search(text):
+        kinds = [_TYPES.get(k.strip(), k.strip()) for k in (match.group(2) or "").split(",") if k]
+        on = f" on ({', '.join(kinds)})" if kinds else ""
+        return EvalError(f"no matching overload for `{_operator(match.group(1))}`{on}", "type")
+    text = _STATUS.sub("", text.strip())
+    return EvalError(text[:1].lower() + text[1:])
+
+
+def _runtime_failure(exc: RuntimeError) -> EvalError:
+    if "Iteration budget exceeded" in str(exc):
+        return EvalError(BUDGET_MESSAGE, "budget")
+    return describe(str(exc).removesuffix(" [INTERNAL]"))
+
+
+_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
+
+
+def compile_error(exc: RuntimeError) -> CelSyntaxError:
+    """The first problem of a C++ compile error, with its position in the expression."""
+    if match := _POSITION.search(str(exc)):
+        message = match.group(3)
+        return CelSyntaxError(message, int(match.group(1)), int(match.group(2)))
+    return CelSyntaxError(_STATUS.sub("", str(exc)).split("\n")[0])

@@ -1,0 +1,177 @@
+"""Both CEL engines behind the seam: the `has()` guard, lazy variables, conversions, errors.
+
+Every test runs under each engine; where the engines genuinely differ, the test says so.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from service.policy.engines import (
+    ENGINES,
+    ITERATION_BUDGET,
+    CelSyntaxError,
+    Engine,
+    EvalError,
+    get_engine,
+    parse,
+    to_json,
+)
+from service.policy.request import ConnectionRequest, Person
+
+GUARD = 'has(r.photo) && r.photo != ""'
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return get_engine(request.param)
+
+
+def run(engine: Engine, text: str, **names: Any) -> Any:
+    return engine.bind(names).run(engine.compile(parse(text)))
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [({}, False), ({"photo": ""}, False), ({"photo": "me.png"}, True)],
+)
+def test_has_guard_on_an_absent_field_is_false_not_an_error(
+    engine: Engine, data: dict[str, str], expected: bool
+) -> None:
+    assert run(engine, GUARD, r=data) is expected
+
+
+COMPILED_RUNNER = f"""
+import celpy
+from celpy.adapter import json_to_cel
+env = celpy.Environment(runner_class=celpy.CompiledRunner)
+try:
+    print(env.program(env.compile({GUARD!r})).evaluate({{"r": json_to_cel({{}})}}))
+except Exception as exc:
+    print("raised", type(exc).__name__)
+"""
+
+
+def test_cel_pythons_compiled_runner_still_gets_the_guard_wrong() -> None:
+    """Why the cel-python engine uses the interpreted runner (docs/adr/0002). A separate
+    process, because cel-python's parser cache breaks when runner classes are mixed in one
+    process. If this fails, cel-python fixed the bug and the choice can be revisited."""
+    result = subprocess.run(
+        [sys.executable, "-c", COMPILED_RUNNER], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.startswith("raised"), result.stdout + result.stderr
+
+
+REQUEST = ConnectionRequest(
+    requester=Person(name="Ada", has_photo=True), recipient=Person(name="Bo", has_photo=False)
+)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def policy_scope(engine: Engine, variables: dict[str, str], calls: list[str] | None = None) -> Any:
+    programs = {name: engine.compile(parse(text)) for name, text in variables.items()}
+    return engine.scope(REQUEST, NOW, engine.prepare({"limit": 3}), programs)
+
+
+def test_variables_are_computed_once_only_when_used_and_in_dependency_order(
+    engine: Engine,
+) -> None:
+    scope = policy_scope(
+        engine,
+        {
+            "name": "request.requester.name",
+            "greeting": "'Hi ' + variables.name",
+            "unused": "1 / 0",
+        },
+    )
+    assert scope.run(engine.compile(parse("variables.greeting + '!'"))) == "Hi Ada!"
+    assert scope.run(engine.compile(parse("variables.name"))) == "Ada"
+    assert scope.variables() == {"name": "Ada", "greeting": "Hi Ada"}
+
+
+def test_a_failing_variable_can_be_absorbed_and_otherwise_fails_with_its_own_error(
+    engine: Engine,
+) -> None:
+    scope = policy_scope(engine, {"broken": "request.requester.headline", "n": "params.limit"})
+    assert scope.run(engine.compile(parse("true || variables.broken"))) is True
+    with pytest.raises(EvalError, match="no such key `headline`") as caught:
+        scope.run(engine.compile(parse("variables.n > 1 && variables.broken == ''")))
+    assert caught.value.kind == "missing"
+    assert isinstance(scope.variables()["broken"], EvalError)
+
+
+@pytest.mark.parametrize(
+    ("expression", "message", "kind"),
+    [
+        ("r.missing", "no such key `missing`", "missing"),
+        ('1 + "a"', "no matching overload for `+` on (int, string)", "type"),
+        ("r.n > 'x'", "no matching overload for `>` on (int, string)", "type"),
+        ('"a".matches("(")', "invalid regular expression: missing ): (", "other"),
+    ],
+)
+def test_errors_read_the_same_and_have_the_same_kind(
+    engine: Engine, expression: str, message: str, kind: str
+) -> None:
+    with pytest.raises(EvalError) as caught:
+        run(engine, expression, r={"n": 1})
+    assert str(caught.value) == message
+    assert caught.value.kind == kind
+
+
+def test_values_come_out_as_plain_python(engine: Engine) -> None:
+    value = run(engine, "r", r={"a": [1, 2.5, "x", True], "t": NOW, "skip": None})
+    assert value == {"a": [1, 2.5, "x", True], "t": NOW}
+    assert run(engine, 'duration("90m")') == timedelta(minutes=90)
+    assert to_json(run(engine, "[r.t, duration('1.5s')]", r={"t": NOW})) == [
+        "2026-01-02T03:04:05Z",
+        "1.5s",
+    ]
+    assert run(engine, "b'ab'") == b"ab"
+
+
+def test_string_extensions(engine: Engine) -> None:
+    assert run(engine, '"  MiXed ".trim().lowerAscii() + "x".upperAscii()') == "mixedX"
+
+
+def test_integers_beyond_64_bits_are_doubles_as_in_cel_json(engine: Engine) -> None:
+    names = {"a": {"big": 2**70, "huge": 10**400, "small": 5}}
+    assert run(engine, "a.big > 1.0e21", **names) is True
+    assert run(engine, "a.huge > 1.0e300", **names) is True
+    assert run(engine, "a.small == 5", **names) is True
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "xs.map(x, xs.map(y, x * y)).size() > 0",  # 100 + 100 x 100 iterations
+        "xs.exists(x, xs.exists(y, xs.exists(z, x + y + z < 0)))",
+    ],
+)
+def test_runaway_comprehensions_stop_at_the_iteration_budget(
+    engine: Engine, expression: str
+) -> None:
+    with pytest.raises(EvalError, match="evaluation budget exceeded") as caught:
+        run(engine, expression, xs=list(range(100)))
+    assert caught.value.kind == "budget"
+
+
+def test_comprehensions_within_the_budget_run(engine: Engine) -> None:
+    assert run(engine, "xs.map(x, x * 2).size()", xs=list(range(ITERATION_BUDGET - 1))) == (
+        ITERATION_BUDGET - 1
+    )
+
+
+def test_a_syntax_error_has_a_position() -> None:
+    with pytest.raises(CelSyntaxError) as caught:
+        parse("a &&\n  (b")
+    assert (caught.value.line, caught.value.column) == (2, 4)
+
+
+def test_unknown_engine_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="cel-expr-python, cel-python"):
+        get_engine("cel-go")
