@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 
 from service.policy.request import KNOWN_VIA, ConnectionRequest
 
-TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
-NAME = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+# Any character the schema allows: no surrogates, no U+0000.
+CHARACTERS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+TEXT = st.text(CHARACTERS, max_size=40)
+NAME = st.text(CHARACTERS, min_size=1, max_size=40)
 PLATFORM = st.sampled_from(["linkedin", "xing", "github", "instagram", "facebook", "whatsapp"])
 # RFC 3339 offsets are whole minutes, as in any JSON a client can send.
 ZONE = st.integers(min_value=-14 * 60, max_value=14 * 60).map(

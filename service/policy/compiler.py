@@ -23,6 +23,7 @@ from service.policy.engines import (
     parse,
 )
 from service.policy.engines.celpython import FUNCTIONS
+from service.policy.engines.typecheck import TypeCheckError, type_check
 from service.policy.errors import Problem, UnknownPolicyError, did_you_mean
 from service.policy.model import RESERVED_RULE_ID, Outcome
 from service.policy.parts import PolicyParts, Site
@@ -159,7 +160,7 @@ class _Compiler:
                     f"duplicate rule id `{rule.id}` (first at {where}line {first.line})",
                 )
             seen.setdefault(rule.id, site)
-            when = self.expression(site.at("when"), rule.when)
+            when = self.expression(site.at("when"), rule.when, condition=True)
             outcome = self.outcome(site, rule)
             if when is not None and outcome is not None:
                 origin = f"{site.source.name}:{site.line}"
@@ -210,7 +211,13 @@ class _Compiler:
             return None
         ok = True
         for placeholder in template.placeholders:
-            for message, (line, column) in self.check(placeholder.program.expression, deps=None):
+            problems = list(self.check(placeholder.program.expression, deps=None))
+            if not problems:
+                try:
+                    type_check(placeholder.program.expression.text)
+                except TypeCheckError as exc:
+                    problems.append((exc.message, (exc.line, exc.column)))
+            for message, (line, column) in problems:
                 self.report(
                     site, message, position=_position(site, text, placeholder.offset, line, column)
                 )
@@ -218,7 +225,7 @@ class _Compiler:
         return template if ok else None
 
     def expression(
-        self, site: Site, text: str | bool, *, deps: str | None = None
+        self, site: Site, text: str | bool, *, deps: str | None = None, condition: bool = False
     ) -> Program | None:
         if isinstance(text, bool):  # `when: true` in YAML
             text = "true" if text else "false"
@@ -227,8 +234,12 @@ class _Compiler:
             problems = list(self.check(expression, deps=deps))
             for message, (line, column) in problems:
                 self.report(site, message, position=_position(site, text, 0, line, column))
-            return None if problems else self.engine.compile(expression)
-        except CelSyntaxError as exc:
+            if problems:
+                return None
+            program = self.engine.compile(expression)
+            type_check(text, condition=condition)
+            return program
+        except (CelSyntaxError, TypeCheckError) as exc:
             self.report(site, exc.message, position=_position(site, text, 0, exc.line, exc.column))
             return None
 

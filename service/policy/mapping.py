@@ -59,7 +59,10 @@ class RequestMapping:
 
     def apply(self, payload: Any, headers: Mapping[str, str]) -> ConnectionRequest:
         """Evaluate every leaf and validate the result; raises `MappingError`."""
-        scope = self.engine.bind({"payload": payload, "headers": dict(headers)})
+        try:
+            scope = self.engine.bind({"payload": payload, "headers": dict(headers)})
+        except ValueError as exc:
+            raise MappingError("request", "the payload", str(exc)) from None
         data: dict[str, Any] = {}
         for leaf in self.leaves:
             try:

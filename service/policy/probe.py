@@ -14,7 +14,15 @@ from typing import Any
 
 from service.policy import references as refs
 from service.policy.compiler import CompiledOutcome, CompiledPolicy
-from service.policy.engines import EvalError, Program, Scope, type_name
+from service.policy.engines import (
+    ENGINES,
+    EvalError,
+    Program,
+    Scope,
+    get_engine,
+    to_json,
+    type_name,
+)
 from service.policy.parts import PolicyParts, Site
 from service.policy.request import ConnectionRequest, Person, Relationship
 
@@ -70,9 +78,17 @@ class _Probe:
         self.policy, self.report = policy, report
         self.full = policy.scope(REPRESENTATIVE, _T)
         self.bare = policy.scope(MINIMAL, _T)
+        # The same requests under the other engine: where they disagree, warn.
+        self.other = get_engine(next(e for e in ENGINES if e != policy.engine.name))
+        self.twins: dict[int, Program] = {}
+        variables = {name: self.twin(p) for name, p in policy.variables.items()}
+        params = self.other.prepare(policy.params)
+        self.other_full = self.other.scope(REPRESENTATIVE, _T, params, variables)
+        self.other_bare = self.other.scope(MINIMAL, _T, params, variables)
         self.variable_sites = {name: site for name, (_, site) in parts.variables.items()}
         self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
         self.default_site = parts.default[1]
+        self.disagreements: set[tuple[Any, str]] = set()
 
     def run(self) -> None:
         for name, program in self.policy.variables.items():
@@ -119,12 +135,49 @@ class _Probe:
         self, site: Site, program: Program, scope: Scope, *, quiet: bool = False
     ) -> tuple[Any, EvalError | None]:
         """(value, None) or (None, the failure); type errors are reported unless quiet."""
+        result: tuple[Any, EvalError | None]
         try:
-            return scope.run(program), None
+            result = scope.run(program), None
         except EvalError as exc:
             if exc.kind == "type" and not quiet:
                 self.report(site, f"type error on a representative request: {exc}")
-            return None, exc
+            result = None, exc
+        self.compare(site, program, scope, result)
+        return result
+
+    def twin(self, program: Program) -> Program:
+        if id(program) not in self.twins:
+            self.twins[id(program)] = self.other.compile(program.expression)
+        return self.twins[id(program)]
+
+    def compare(
+        self, site: Site, program: Program, scope: Scope, result: tuple[Any, EvalError | None]
+    ) -> None:
+        """Warn when the other engine gives another value (or fails where this one did not)."""
+        other_scope = self.other_full if scope is self.full else self.other_bare
+        try:
+            other: tuple[Any, EvalError | None] = other_scope.run(self.twin(program)), None
+        except EvalError as exc:
+            other = None, exc
+        if (result[0], result[1] is None) == (other[0], other[1] is None):
+            return
+        if (site.path, program.expression.text) in self.disagreements:
+            return
+        self.disagreements.add((site.path, program.expression.text))
+        mine, theirs = (_outcome(*result), _outcome(*other))
+        errors = [e for e in (result[1], other[1]) if e is not None]
+        if any(e.kind == "missing" for e in errors):
+            hint = " (guard every optional level with has(): `has(a.b) && has(a.b.c)`)"
+        elif any(e.kind == "type" for e in errors):
+            hint = " (compare like types: convert with double() or int())"
+        else:
+            hint = ""
+        self.report(
+            site,
+            f"the CEL engines disagree here on a sample request: {self.policy.engine.name} "
+            f"gives {mine}, {self.other.name} gives {theirs}{hint}",
+            severity="warning",
+        )
 
     def constant(self, program: Program) -> bool:
         """True when a program reads no request data or time, directly or through variables."""
@@ -139,6 +192,10 @@ class _Probe:
                         seen.add(found.path[1])
                         pending.append(self.policy.variables[found.path[1]])
         return True
+
+
+def _outcome(value: Any, error: EvalError | None) -> str:
+    return f"an error ({error})" if error is not None else f"`{to_json(value)!r}`"
 
 
 def _a(noun: str) -> str:

@@ -154,8 +154,8 @@ def to_json(value: Any) -> Any:
         return f"{value.total_seconds():g}s"
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):
-        return {str(to_json(k)): to_json(v) for k, v in value.items()}
+    if isinstance(value, Mapping):  # sorted: engines keep maps in different orders
+        return dict(sorted((str(to_json(k)), to_json(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
         return [to_json(v) for v in value]
     return str(value)

@@ -152,7 +152,11 @@ def to_data(value: Any, keep_null: bool) -> Any:
         return {k: to_data(v, keep_null) for k, v in value.items() if keep_null or v is not None}
     if isinstance(value, list | tuple):
         return [to_data(v, keep_null) for v in value]
-    if isinstance(value, bool | str | float) or value is None:
+    if isinstance(value, str):
+        if "\x00" in value:  # the runtime would silently cut the string there
+            raise ValueError("a string holds U+0000, which cel-expr-python cannot represent")
+        return value
+    if isinstance(value, bool | float) or value is None:
         return value
     if isinstance(value, int):
         if _INT64[0] <= value <= _INT64[1]:

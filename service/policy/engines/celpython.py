@@ -67,16 +67,45 @@ def _matches(text: celtypes.StringType, pattern: celtypes.StringType) -> Value:
         return CELEvalError(f"invalid regular expression: {detail}", ValueError, None)
 
 
+def _string(value: Value) -> Value:
+    """`string()` as the CEL spec (and the C++ runtime) writes it; cel-python writes `True`,
+    drops a timestamp's fraction of a second and truncates a duration's."""
+    if isinstance(value, celtypes.BoolType):
+        return celtypes.StringType("true" if value else "false")
+    if isinstance(value, celtypes.TimestampType):
+        t = value.astimezone(UTC)
+        return celtypes.StringType(t.strftime("%Y-%m-%dT%H:%M:%S") + _fraction(t.microsecond) + "Z")
+    if isinstance(value, celtypes.DurationType):
+        whole, micros = divmod(
+            value.days * 86_400_000_000 + value.seconds * 1_000_000 + value.microseconds, 1_000_000
+        )
+        if whole < 0 and micros:
+            whole, micros = whole + 1, 1_000_000 - micros
+            return celtypes.StringType(f"-{abs(whole)}{_fraction(micros)}s")
+        return celtypes.StringType(f"{whole}{_fraction(micros)}s")
+    if isinstance(value, celtypes.DoubleType) and float(value) == 0 and math.copysign(1, value) < 0:
+        return celtypes.StringType("-0")
+    return celtypes.StringType(value)
+
+
+def _fraction(micros: int) -> str:
+    """`.5` s as `.500`, `.000123` as `.000123`: milliseconds or microseconds, as cel-cpp."""
+    if micros == 0:
+        return ""
+    return f".{micros // 1000:03d}" if micros % 1000 == 0 else f".{micros:06d}"
+
+
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
-# Functions beyond cel-python's standard set, named as in cel-go's strings extension, and
-# `matches` replaced by a quiet, cached version of the same RE2 search.
+# Functions beyond cel-python's standard set, named as in cel-go's strings extension;
+# `matches` replaced by a quiet, cached version of the same RE2 search; `string` as the spec.
 _EXTENSIONS: dict[str, Callable[..., Value]] = {
     "lowerAscii": _lower_ascii,
     "upperAscii": _upper_ascii,
     "trim": _trim,
     "matches": _matches,
+    "string": _string,
 }
 # Every function or method name cel-python knows (operators are not names).
 FUNCTIONS = frozenset(name for name in base_functions if name[0].isalpha()) | set(_EXTENSIONS)
@@ -374,4 +403,6 @@ def describe(error: CELEvalError) -> str:
         return f"no matching overload for `{operator}`{on}"
     if text.startswith("unbound function"):
         return text
+    if text == "return error for overflow":
+        return "integer overflow"  # as the C++ runtime says it
     return text[:1].lower() + text[1:]
