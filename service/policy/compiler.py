@@ -73,6 +73,7 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]
     default: CompiledOutcome
     engine: Engine
+    rules_program: Any = None  # the engine's one-call form of the rules, if it has one
 
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
         """The names CEL sees; `variables` are computed lazily, at most once each."""
@@ -181,6 +182,7 @@ class _Compiler:
             rules=tuple(rules),
             default=default,
             engine=self.engine,
+            rules_program=self.engine.rules_program(variables, [rule.when for rule in rules]),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:

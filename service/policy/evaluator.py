@@ -76,21 +76,11 @@ def evaluate(
 
     rule_id: str | None = None
     outcome = policy.default
-    for rule in policy.rules:
-        try:
-            result = scope.run(rule.when)
-            if type(result) is not bool:
-                raise EvalError(f"condition returned a {type_name(result)}, not a bool")
-        except EvalError as exc:
-            errors.append(RuleError(rule=rule.id, message=str(exc)))
-            steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=False, error=str(exc)))
-            if policy.on_error == "default":
-                break
-            continue
-        steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=bool(result)))
-        if result:
-            rule_id, outcome = rule.id, rule.outcome
-            break
+    first = None if explain else _first_match(policy, scope)  # explain needs every step
+    if first is None:
+        rule_id, outcome = _rule_by_rule(policy, scope, errors, steps)
+    elif first >= 0:
+        rule_id, outcome = policy.rules[first].id, policy.rules[first].outcome
 
     rationale, reply, outputs = _render(policy, outcome, rule_id, scope, locale, errors)
     return Decision(
@@ -105,6 +95,37 @@ def evaluate(
         evaluated_at=now,
         trace=Trace(rules=steps, variables=_variables(scope)) if explain else None,
     )
+
+
+def _first_match(policy: CompiledPolicy, scope: Scope) -> int | None:
+    """The engine's one-call answer, when it has one and nothing failed on the way."""
+    if policy.rules_program is None:
+        return None
+    try:
+        return scope.first_match(policy.rules_program)
+    except EvalError:
+        return None  # go rule by rule, which reports the failure exactly
+
+
+def _rule_by_rule(
+    policy: CompiledPolicy, scope: Scope, errors: list[RuleError], steps: list[RuleTrace]
+) -> tuple[str | None, CompiledOutcome]:
+    """Rules in order; the first whose condition is true decides. Failures are recorded."""
+    for rule in policy.rules:
+        try:
+            result = scope.run(rule.when)
+            if type(result) is not bool:
+                raise EvalError(f"condition returned a {type_name(result)}, not a bool")
+        except EvalError as exc:
+            errors.append(RuleError(rule=rule.id, message=str(exc)))
+            steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=False, error=str(exc)))
+            if policy.on_error == "default":
+                break
+            continue
+        steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=result))
+        if result:
+            return rule.id, rule.outcome
+    return None, policy.default
 
 
 def _render(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -92,12 +92,21 @@ class Scope(Protocol):
         """The variables computed so far: a value, or the `EvalError` it failed with."""
         ...
 
+    def first_match(self, program: Any) -> int:
+        """Run an engine's rules program (see `Engine.rules_program`); raises `EvalError`."""
+        ...
+
 
 class Engine(Protocol):
     name: str
 
     def compile(self, expression: Expression) -> Program:
         """Raises `CelSyntaxError` when this engine cannot run the expression."""
+        ...
+
+    def rules_program(self, variables: Mapping[str, Any], conditions: Sequence[Any]) -> Any:
+        """Optionally, all conditions as one program giving the index of the first match
+        (-1: none) and raising on any failure before it; None: go rule by rule."""
         ...
 
     def prepare(self, value: Mapping[str, Any]) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -251,6 +251,9 @@ class _Scope:
     def variables(self) -> dict[str, Any]:
         return self._lazy.evaluated()
 
+    def first_match(self, program: Any) -> int:
+        raise NotImplementedError  # cel-python builds no rules program
+
 
 class CelPython:
     """The `cel-python` engine."""
@@ -259,6 +262,9 @@ class CelPython:
 
     def compile(self, expression: Expression) -> Program:
         return Program(expression)
+
+    def rules_program(self, variables: Mapping[str, Any], conditions: Sequence[Any]) -> None:
+        return None  # no faster way than rule by rule in pure Python
 
     def prepare(self, value: Mapping[str, Any]) -> Value:
         return to_cel(value)
