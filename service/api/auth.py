@@ -66,10 +66,12 @@ def load_tokens(settings: Settings) -> Tokens:
     return Tokens(tuple(tokens))
 
 
-def require_token(
+async def require_token(
     connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
 ) -> None:
-    """Guard: 401 (a problem document with `WWW-Authenticate`) without a valid bearer token."""
+    """Guard: 401 (a problem document with `WWW-Authenticate`) without a valid bearer token.
+
+    Async although it never awaits: litestar runs a sync guard in a worker thread."""
     state = connection.app.state.handshake
     if handler.opt.get("metrics") and not state.settings.metrics_require_token:
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 import pytest
@@ -224,6 +226,19 @@ def test_batch_gives_each_item_its_own_result(client: Client) -> None:
     }
     assert results[2]["problem"]["code"] == "unknown-policy"
     assert results[3]["decision"]["decision"] == "decline"
+
+
+def test_a_valid_batch_and_its_item_by_item_reading_agree(client: Client) -> None:
+    """All valid: decoded in one go. An integral float (`3.0` for a count) is valid JSON
+    Schema but not msgspec: read item by item. Both give the single calls' decisions."""
+    good = {"request": sample("old-colleague"), "now": NOW}
+    floaty = json.loads(json.dumps(good))
+    floaty["request"]["relationship"]["mutual_connections"] = 3.0
+    for items in ([good, good], [good, floaty]):
+        singles = [client.post("/evaluate", json=item).json() for item in items]
+        body = client.post("/evaluate/batch", json={"items": items}).json()
+        assert body["failed"] == 0
+        assert [r["decision"] for r in body["results"]] == singles
 
 
 def test_batch_limits(client: Client, log: Any) -> None:
