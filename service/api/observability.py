@@ -25,11 +25,13 @@ __all__ = ["Metrics", "RequestLogMiddleware", "note"]
 REQUEST_ID = "x-request-id"
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOG_KEY = "handshake.log"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Metrics:
     def __init__(self) -> None:
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "handshake_http_requests",
@@ -82,8 +84,19 @@ class Metrics:
 
     def decided(self, decision: Decision, seconds: float) -> None:
         name = decision.policy.name
-        self.decisions.labels(name, decision.decision, str(bool(decision.errors)).lower()).inc()
-        self.evaluation_seconds.labels(name).observe(seconds)
+        errors = "true" if decision.errors else "false"
+        self.child(self.decisions, name, decision.decision, errors).inc()
+        self.child(self.evaluation_seconds, name).observe(seconds)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, remembered: prometheus-client locks and checks on every
+        `labels()` call, which costs more than the observation on the hot path. Label values
+        are bounded (route templates, known methods, statuses, policy names, decisions)."""
+        key = (metric, *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 def note(scope: Scope, **fields: Any) -> None:
@@ -123,8 +136,9 @@ class RequestLogMiddleware:
             finally:
                 seconds = time.perf_counter() - started
                 route = _route(scope)
-                self.metrics.requests.labels(route, method, str(status)).inc()
-                self.metrics.request_seconds.labels(route).observe(seconds)
+                known = method if method in _METHODS else "OTHER"  # clients choose methods
+                self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
+                self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
                 fields = scope.get("state", {}).get(_LOG_KEY, {})
                 self.log.info(
                     "request",
