@@ -75,7 +75,12 @@ async def require_token(
     state = connection.app.state.handshake
     if handler.opt.get("metrics") and not state.settings.metrics_require_token:
         return
-    tokens: Tokens = state.tokens
+    authenticate(connection)
+
+
+def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """401 unless the request carries a valid bearer token (when tokens are configured)."""
+    tokens: Tokens = connection.app.state.handshake.tokens
     if not tokens.enabled:
         return
     challenge = {"WWW-Authenticate": 'Bearer realm="handshake"'}
