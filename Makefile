@@ -44,8 +44,8 @@ test: lint ## every check: lint, types, unit and property tests, bundled policy 
 bench: install ## microseconds per decision for the starter policies (in process)
 	$(BIN)/python bench/evaluate.py
 
-bench-http: install ## requests/s and latency over HTTP next to the bare ceiling (needs wrk)
-	$(BIN)/python bench/throughput.py
+bench-http: install ## HTTP: bare, /evaluate per engine, batch, Cerbos (needs wrk, npm; ARGS=...)
+	$(BIN)/python bench/throughput.py $(ARGS)
 
 image: ## build the container image with podman (offline), start it, get a decision (root)
 	bash deploy/build-image.sh

@@ -1,14 +1,28 @@
-"""HTTP throughput and latency: /evaluate next to the same server's bare ceiling.
+"""HTTP benchmark in one run: Handshake's bare ceiling, /evaluate per CEL engine, a batch of
+100, and Cerbos as a peer, all driven by wrk with the same settings.
 
-    python bench/throughput.py [--seconds 10] [--connections 64] [--workers 2] [--server uvicorn]
+    python bench/throughput.py [--seconds 10] [--connections 64] [--workers 2]
+                               [--engines cel-expr-python,cel-python] [--memory-seconds 0]
+                               [--no-cerbos]
 
-Starts the server on a free loopback port with the bundled policies, then drives it with
-`wrk` (Debian package `wrk`) for a fixed time per endpoint:
-  bare      GET  /health/live: the same stack (litestar, middleware, logging) with no work
-  evaluate  POST /evaluate with the `old-colleague` sample against the `default` policy
-  batch     POST /evaluate/batch with 100 such items (decisions/s = requests/s x 100)
-and prints requests/s, p50 and p99 latency and the share of the bare ceiling. Results are
-appended to bench/results/ with the machine's description. Load and server share the box.
+Targets, each measured for a fixed time with `wrk -t1 -c<connections> -d<seconds>s --latency`
+(Debian package `wrk`) against a fresh server on a free loopback port:
+
+  bare       GET  /health/live on Handshake: the same stack doing no work (the ceiling)
+  evaluate   POST /evaluate, `old-colleague` sample, `default` policy; one server per engine
+             (HANDSHAKE_CEL_ENGINE=<engine>; the engine `default` leaves the variable unset)
+  batch      POST /evaluate/batch of 100 samples, first engine (decisions/s = requests/s x 100)
+  cerbos     POST /api/check/resources on Cerbos (pinned, installed from npm into bench/.cache),
+             with bench/cerbos/policies: the same policy, one decision per check
+  memory     with --memory-seconds N: one worker, N s of /evaluate, resident memory before/after
+
+Before any load, every server must give the expected decision for the samples in
+examples/requests/ (and Cerbos must pass its copy of the policy's test suite); the run stops
+otherwise. A Handshake server that does not start (e.g. an engine the service does not know)
+is reported in the table and the run goes on. It prints a table (requests/s, decisions/s,
+p50, p99, resident memory, share of bare, ratio to Cerbos), whether the targets are met, and
+writes both, with the machine's description and the command, to bench/results/http-<UTC>.md.
+Load generator and servers share the machine: compare figures within one run.
 """
 
 from __future__ import annotations
@@ -18,13 +32,18 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -32,121 +51,601 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.api.server import free_port  # noqa: E402
 
-LUA = """
-wrk.method = "POST"
+BENCH = ROOT / "bench"
+CERBOS_VERSION = "0.55.0"  # pinned: figures from different Cerbos versions do not compare
+CERBOS_PACKAGE = f"@cerbos/cerbos-linux-x64@{CERBOS_VERSION}"
+CERBOS_CACHE = BENCH / ".cache" / f"cerbos-{CERBOS_VERSION}"
+CERBOS_BINARY = CERBOS_CACHE / "node_modules/@cerbos/cerbos-linux-x64/cerbos-linux-x64"
+EXAMPLES = ROOT / "examples" / "requests"
+SAMPLE = "old-colleague"
+EXPECTED = ("defer", "reconnect-first")  # the sample's (decision, rule) under `default`
+ACTIONS = ["accept", "ignore", "decline", "defer"]  # Cerbos: one action per decision
+BATCH_ITEMS = 100
+MEMORY_TARGET_MIB = 150
+START_TIMEOUT = 60  # seconds for a server to become ready
+
+LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = [[%s]]
+wrk.body = [==[%s]==]
 """
 
 
-def start(server: str, workers: int, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "HANDSHAKE_POLICIES": str(ROOT / "policies"),
-        "HANDSHAKE_LOG_LEVEL": "warning",  # the request log would measure the terminal
-        "HANDSHAKE_PORT": str(port),
-        "HANDSHAKE_WORKERS": str(workers),
-    }
-    if server == "uvicorn":
-        command = [sys.executable, "-m", "service", "serve"]
-    else:
-        command = [
-            str(Path(sys.executable).with_name("granian")),
-            "--interface", "asgi", "--factory", "--workers", str(workers),
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-            "service.server:app_from_environment",
-        ]  # fmt: skip
-    process = subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                time.sleep(1)  # let every worker come up
-                return process
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"{server} did not start; see {log}")
+class StartError(Exception):
+    """A server did not come up; the message says why (with the end of its log)."""
 
 
-def wrk(url: str, seconds: int, connections: int, script: Path | None) -> dict[str, float]:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if script:
+@dataclass
+class Row:
+    """One line of the table: a target and what wrk and /proc said about it."""
+
+    target: str
+    decisions_per_request: int = 1
+    rps: float = 0.0
+    p50: float = 0.0
+    p99: float = 0.0
+    errors: int = 0
+    rss: list[float] = field(default_factory=list)  # MiB, one per serving process
+    note: str = ""  # e.g. why a server did not start
+    ok: bool = True
+
+    @property
+    def decisions(self) -> float:
+        return self.rps * self.decisions_per_request
+
+
+# ---------------------------------------------------------------------------------------
+# Command line and tools
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10, help="per load (default 10)")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
+    parser.add_argument("--workers", type=int, default=2, help="Handshake workers (default 2)")
+    parser.add_argument(
+        "--engines",
+        default="cel-expr-python,cel-python",
+        help="comma-separated HANDSHAKE_CEL_ENGINE values, one server each; the first is "
+        "used for bare-to-evaluate targets, batch and memory; `default`: leave it unset",
+    )
+    parser.add_argument(
+        "--memory-seconds",
+        type=int,
+        default=0,
+        help="also run N s of /evaluate on one worker and report its memory (default 0: skip)",
+    )
+    parser.add_argument("--no-cerbos", action="store_true", help="skip the Cerbos peer")
+    args = parser.parse_args()
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()] or ["default"]
+    return args
+
+
+def wrk_version() -> str:
+    if not shutil.which("wrk"):
+        raise SystemExit("needs wrk: apt-get install wrk (Debian/Ubuntu package `wrk`)")
+    # `wrk -v` prints its version and usage, exits 1.
+    out = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout
+    return out.splitlines()[0].split(" Copyright")[0] if out else "unknown"
+
+
+def machine(wrk: str, cerbos: str) -> list[str]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    meminfo = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+    memory = f"{int(meminfo.group(1)) / 1024**2:.1f} GiB" if meminfo else "unknown"
+    return [
+        f"- CPU: {cpu.group(1) if cpu else platform.machine()}, {os.cpu_count()} cores",
+        f"- memory: {memory}",
+        f"- kernel: {platform.system()} {platform.release()}",
+        f"- Python: {platform.python_version()}",
+        f"- wrk: {wrk}",
+        f"- Cerbos: {cerbos}",
+    ]
+
+
+# ---------------------------------------------------------------------------------------
+# Load generation
+
+
+def wrk(url: str, args: argparse.Namespace, body: str | None, tmp: Path) -> dict[str, float]:
+    """Drive `url` for args.seconds; requests/s, p50 and p99 (ms), and errors."""
+    command = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency"]
+    # wrk's default 2 s timeout would drop slow batch answers from the latencies unseen.
+    command += [f"--timeout={max(args.seconds, 2)}s"]
+    if body is not None:
+        if "]==]" in body:
+            raise ValueError("the body would close the Lua long string")
+        script = tmp / f"body-{abs(hash(body))}.lua"
+        script.write_text(LUA % body, encoding="utf-8")
         command += ["-s", str(script)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    latency = {p: _ms(re.search(rf"^\s+{p}%\s+(\S+)", out, re.M).group(1)) for p in ("50", "99")}  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    done = subprocess.run(
+        [*command, url], capture_output=True, text=True, timeout=args.seconds + 60, check=False
+    )
+    return parse_wrk(done.stdout + done.stderr)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not rps:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    # Without any answer wrk prints no latency distribution.
+    latency = {p: re.search(rf"^\s+{p}%\s+(\S+)", out, re.M) for p in ("50", "99")}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
+    errors = int(non2xx.group(1)) if non2xx else 0
+    errors += sum(int(n) for n in sockets.groups()) if sockets else 0
     return {
-        "rps": rps,
-        "p50": latency["50"],
-        "p99": latency["99"],
-        "non2xx": float(errors.group(1)) if errors else 0,
+        "rps": float(rps.group(1)),
+        "p50": _ms(latency["50"].group(1)) if latency["50"] else float("nan"),
+        "p99": _ms(latency["99"].group(1)) if latency["99"] else float("nan"),
+        "errors": errors,
     }
 
 
 def _ms(text: str) -> float:
     value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def measure(row: Row, url: str, args: argparse.Namespace, body: str | None, tmp: Path) -> Row:
+    result = wrk(url, args, body, tmp)
+    row.rps, row.p50, row.p99 = result["rps"], result["p50"], result["p99"]
+    row.errors = int(result["errors"])
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# Processes and memory
+
+
+def rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
+
+
+def workers_of(pid: int, workers: int) -> list[int]:
+    """The processes that serve requests: the server itself with one worker, else uvicorn's
+    spawned children (not multiprocessing's resource tracker, which serves nothing)."""
+    if workers == 1:
+        return [pid]
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        if parent == pid and b"spawn_main" in cmdline:
+            children.append(int(stat.parent.name))
+    return sorted(children)
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, name: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise StartError(f"{name} exited with {process.returncode}: {_tail(log)}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise StartError(f"{name} not ready within {START_TIMEOUT} s: {_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    text = log.read_text(errors="replace").strip().splitlines()
+    return " / ".join(text[-lines:]) or "(no output)"
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------------------------------
+# Handshake
+
+
+@contextmanager
+def handshake(engine: str, workers: int, tmp: Path) -> Iterator[tuple[str, list[int]]]:
+    """A fresh `handshake serve`; yields its URL and the pids of its workers."""
+    port = free_port()
+    # Only the settings chosen here: an inherited HANDSHAKE_* (tokens, a policy dir) would
+    # change what is measured.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HANDSHAKE_")}
+    env |= {
+        "HANDSHAKE_POLICIES": str(ROOT / "policies"),
+        "HANDSHAKE_LOG_LEVEL": "warning",  # the request log would measure the log sink
+        "HANDSHAKE_PORT": str(port),
+        "HANDSHAKE_WORKERS": str(workers),
+    }
+    if engine != "default":
+        env["HANDSHAKE_CEL_ENGINE"] = engine
+    log = tmp / f"handshake-{engine}-{port}.log"
+    command = [sys.executable, "-m", "service", "serve"]
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(process, f"{url}/health/ready", log, f"handshake ({engine})")
+        pids = _wait_for_workers(process, workers)
+        yield url, pids
+    finally:
+        stop(process)
+
+
+def _wait_for_workers(process: subprocess.Popen[bytes], workers: int) -> list[int]:
+    deadline = time.monotonic() + START_TIMEOUT
+    while len(pids := workers_of(process.pid, workers)) < workers:
+        if time.monotonic() > deadline:
+            raise StartError(f"only {len(pids)} of {workers} workers started")
+        time.sleep(0.2)
+    # Ready means one worker answers; give the others time to finish importing the app.
+    time.sleep(1)
+    return pids
+
+
+def evaluate_body(request: dict[str, Any]) -> dict[str, Any]:
+    return {"request": request}  # no `policy`: the server's default policy, `default`
+
+
+def handshake_decisions(url: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """(decision, rule) for each example request, from POST /evaluate."""
+    decisions = {}
+    for name, request in examples.items():
+        answer = httpx.post(f"{url}/evaluate", json=evaluate_body(request), timeout=30)
+        answer.raise_for_status()
+        decision = answer.json()
+        if decision["errors"]:
+            raise SystemExit(f"FAILED: handshake reported errors for {name}: {decision['errors']}")
+        decisions[name] = (decision["decision"], decision["rule"])
+    return decisions
+
+
+def check_batch(url: str, body: str) -> None:
+    answer = httpx.post(
+        f"{url}/evaluate/batch",
+        content=body,
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    answer.raise_for_status()
+    results = answer.json()["results"]
+    got = {(r["decision"]["decision"], r["decision"]["rule"]) for r in results if r["decision"]}
+    if len(results) != BATCH_ITEMS or got != {EXPECTED}:
+        raise SystemExit(f"FAILED: batch of {BATCH_ITEMS} gave {len(results)} results, {got}")
+
+
+# ---------------------------------------------------------------------------------------
+# Cerbos
+
+
+def install_cerbos() -> Path:
+    """The pinned Cerbos binary, installed from npm into bench/.cache on first use."""
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise SystemExit("Cerbos from npm is wired for linux-x64 only; use --no-cerbos")
+    if CERBOS_BINARY.exists():
+        return CERBOS_BINARY
+    if not shutil.which("npm"):
+        raise SystemExit("needs npm to fetch Cerbos: apt-get install npm (or --no-cerbos)")
+    print(f"installing {CERBOS_PACKAGE} into {CERBOS_CACHE.relative_to(ROOT)}", flush=True)
+    CERBOS_CACHE.mkdir(parents=True, exist_ok=True)
+    command = ["npm", "install", "--prefix", str(CERBOS_CACHE), "--no-save", "--no-audit"]
+    command += ["--no-fund", "--no-package-lock", CERBOS_PACKAGE]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode or not CERBOS_BINARY.exists():
+        raise SystemExit(f"npm install {CERBOS_PACKAGE} failed:\n{done.stdout}{done.stderr}")
+    return CERBOS_BINARY
+
+
+def cerbos_version(binary: Path) -> str:
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def cerbos_compile(binary: Path) -> None:
+    """Compile the policy and run its test suite (the cases of policies/default_test.yaml)."""
+    policies = BENCH / "cerbos" / "policies"
+    done = subprocess.run(
+        [binary, "compile", str(policies)], capture_output=True, text=True, timeout=120
+    )
+    if done.returncode:
+        raise SystemExit(f"FAILED: cerbos compile {policies}:\n{done.stdout}{done.stderr}")
+
+
+@contextmanager
+def cerbos(binary: Path, tmp: Path) -> Iterator[tuple[str, int]]:
+    """Cerbos on free loopback ports, reading bench/cerbos/policies; yields URL and pid."""
+    http, grpc = free_port(), free_port()
+    command = [
+        str(binary), "server", f"--config={BENCH / 'cerbos' / 'config.yaml'}",
+        f"--set=server.httpListenAddr=127.0.0.1:{http}",
+        f"--set=server.grpcListenAddr=127.0.0.1:{grpc}",
+        f"--set=storage.disk.directory={BENCH / 'cerbos' / 'policies'}",
+        "--log-level=warn",
+    ]  # fmt: skip
+    log = tmp / "cerbos.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=BENCH / "cerbos", stdout=out, stderr=out)
+    try:
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(process, f"{url}/_cerbos/health", log, "cerbos")
+        yield url, process.pid
+    finally:
+        stop(process)
+
+
+def cerbos_body(name: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One check: the recipient as the principal, the request as the resource, the four
+    decisions as actions. Fields Handshake would default are spelt out (see the policy)."""
+    relationship = {
+        "met_in_person": False,
+        "worked_together": False,
+        "shared_employers": [],
+        "mutual_connections": 0,
+        "connected_elsewhere": [],
+        **request.get("relationship", {}),
+    }
+    recipient = request["recipient"]
+    return {
+        "requestId": name,
+        "principal": {"id": recipient.get("id", "recipient"), "roles": ["user"], "attr": recipient},
+        "resources": [
+            {
+                "actions": ACTIONS,
+                "resource": {
+                    "kind": "connection_request",
+                    "id": request.get("id", name),
+                    "attr": {
+                        "requester": request["requester"],
+                        "message": request.get("message", ""),
+                        "relationship": relationship,
+                    },
+                },
+            }
+        ],
+    }
+
+
+def cerbos_decisions(url: str, examples: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """(decision, rule) for each example: the one allowed action and its output."""
+    decisions = {}
+    for name, request in examples.items():
+        answer = httpx.post(f"{url}/api/check/resources", json=cerbos_body(name, request))
+        answer.raise_for_status()
+        result = answer.json()["results"][0]
+        allowed = [a for a, effect in result["actions"].items() if effect == "EFFECT_ALLOW"]
+        rules = [o["val"] for o in result.get("outputs", []) if o["action"] in allowed]
+        if len(allowed) != 1 or len(rules) != 1:
+            raise SystemExit(f"FAILED: cerbos allowed {allowed} for {name}: {result}")
+        decisions[name] = (allowed[0], rules[0])
+    return decisions
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+def verify(target: str, got: dict[str, Any], reference: dict[str, Any]) -> None:
+    """The sample must give EXPECTED, and every example what the first verified target gave."""
+    if got[SAMPLE] != EXPECTED:
+        raise SystemExit(f"FAILED: {target} decided {got[SAMPLE]} for {SAMPLE}, not {EXPECTED}")
+    if reference and got != reference:
+        raise SystemExit(f"FAILED: {target} decided {got}; expected {reference}")
+    reference.update(got)
+    print(f"verified {target}: {SAMPLE} -> {EXPECTED[0]} ({EXPECTED[1]})", flush=True)
+
+
+def run_cerbos(
+    args: argparse.Namespace, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
+) -> Row:
+    binary = install_cerbos()
+    cerbos_compile(binary)
+    row = Row("cerbos POST /api/check/resources")
+    body = json.dumps(cerbos_body(SAMPLE, examples[SAMPLE]))
+    with cerbos(binary, tmp) as (url, pid):
+        verify("cerbos", cerbos_decisions(url, examples), ref)
+        measure(row, f"{url}/api/check/resources", args, body, tmp)
+        row.rss = [rss_mib(pid)]
+    return row
+
+
+def run_handshake(
+    args: argparse.Namespace, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
+) -> list[Row]:
+    body = json.dumps(evaluate_body(examples[SAMPLE]))
+    batch_body = json.dumps({"items": [evaluate_body(examples[SAMPLE])] * BATCH_ITEMS})
+    bare = Row("bare GET /health/live", decisions_per_request=0)
+    rows = [bare]
+    try:
+        # Bare does not depend on the engine: its own server, without the engine variable.
+        with handshake("default", args.workers, tmp) as (url, pids):
+            measure(bare, f"{url}/health/live", args, None, tmp)
+            bare.rss = [rss_mib(pid) for pid in pids]
+    except StartError as exc:
+        bare.ok, bare.note = False, f"did not start: {exc}"
+    for index, engine in enumerate(args.engines):
+        evaluate = Row(f"POST /evaluate ({engine})")
+        batch = Row(f"POST /evaluate/batch of {BATCH_ITEMS} ({engine})", BATCH_ITEMS)
+        rows += [evaluate, batch] if index == 0 else [evaluate]
+        try:
+            with handshake(engine, args.workers, tmp) as (url, pids):
+                verify(f"handshake ({engine})", handshake_decisions(url, examples), ref)
+                measure(evaluate, f"{url}/evaluate", args, body, tmp)
+                evaluate.rss = [rss_mib(pid) for pid in pids]
+                if index == 0:
+                    check_batch(url, batch_body)
+                    measure(batch, f"{url}/evaluate/batch", args, batch_body, tmp)
+                    batch.rss = [rss_mib(pid) for pid in pids]
+        except StartError as exc:
+            for row in (evaluate, batch):
+                row.ok, row.note = False, f"did not start: {exc}"
+            print(f"handshake ({engine}) did not start: {exc}", file=sys.stderr, flush=True)
+    return rows
+
+
+def run_memory(args: argparse.Namespace, tmp: Path, examples: dict[str, Any]) -> Row:
+    """One worker, args.memory_seconds of /evaluate: resident memory before and after."""
+    engine = args.engines[0]
+    row = Row(f"memory: POST /evaluate ({engine}), 1 worker, {args.memory_seconds} s")
+    body = json.dumps(evaluate_body(examples[SAMPLE]))
+    load = argparse.Namespace(**{**vars(args), "seconds": args.memory_seconds})
+    try:
+        with handshake(engine, 1, tmp) as (url, pids):
+            before = rss_mib(pids[0])
+            measure(row, f"{url}/evaluate", load, body, tmp)
+            row.rss = [before, rss_mib(pids[0])]
+    except StartError as exc:
+        row.ok, row.note = False, f"did not start: {exc}"
+    return row
+
+
+# ---------------------------------------------------------------------------------------
+# Report
+
+
+def table(rows: list[Row], cerbos: Row | None) -> list[str]:
+    bare = rows[0]
+    lines = [
+        "| target | requests/s | decisions/s | p50 ms | p99 ms | RSS MiB | share of bare "
+        "| x Cerbos decisions/s | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        if not row.ok:
+            lines.append(f"| {row.target} | not measured (below) | | | | | | | |")
+            continue
+        handshake_row = row is not cerbos and not row.target.startswith("memory")
+        share = _ratio(row.rps, bare.rps) if handshake_row and bare.ok else "-"
+        versus = _ratio(row.decisions, cerbos.decisions) if cerbos and cerbos.ok else "-"
+        rss = " / ".join(f"{mib:.0f}" for mib in row.rss)
+        if row.target.startswith("memory"):
+            rss = " -> ".join(f"{mib:.0f}" for mib in row.rss)  # before -> after
+        lines.append(
+            f"| {row.target} | {row.rps:,.0f} | "
+            f"{f'{row.decisions:,.0f}' if row.decisions_per_request else '-'} | "
+            f"{row.p50:,.2f} | {row.p99:,.2f} | {rss} | {share if row is not bare else '100%'} | "
+            f"{versus if row.decisions_per_request else '-'} | {row.errors} |"
+        )
+    return lines
+
+
+def _ratio(value: float, base: float) -> str:
+    if not base:
+        return "-"
+    share = value / base
+    return f"{share:.0%}" if share < 1 else f"{share:.1f}x"
+
+
+def targets(
+    rows: list[Row], cerbos: Row | None, memory: Row | None, args: argparse.Namespace
+) -> list[str]:
+    """Each target: met, MISSED, or n/a when a row it needs was not measured."""
+    bare, evaluate, batch = rows[:3]  # evaluate and batch: the first engine
+    # (name, the rows it needs, is it met, what was measured)
+    checks: list[tuple[str, list[Row], Callable[[], bool], Callable[[], str]]] = [
+        (
+            f"{evaluate.target} >= 60% of bare requests/s",
+            [bare, evaluate],
+            lambda: evaluate.rps >= 0.6 * bare.rps,
+            lambda: _ratio(evaluate.rps, bare.rps),
+        ),
+        (
+            f"{evaluate.target} p99 <= 2x bare p99",
+            [bare, evaluate],
+            lambda: evaluate.p99 <= 2 * bare.p99,
+            lambda: f"{evaluate.p99:,.2f} ms vs {bare.p99:,.2f} ms",
+        ),
+        (
+            f"batch of {BATCH_ITEMS} >= 5x single-call decisions/s",
+            [evaluate, batch],
+            lambda: batch.decisions >= 5 * evaluate.decisions,
+            lambda: _ratio(batch.decisions, evaluate.decisions),
+        ),
+    ]
+    if cerbos:
+        checks.append(
+            (
+                f"{evaluate.target} >= 2x Cerbos decisions/s",
+                [evaluate, cerbos],
+                lambda: evaluate.decisions >= 2 * cerbos.decisions,
+                lambda: _ratio(evaluate.decisions, cerbos.decisions),
+            )
+        )
+    if memory:
+        checks.append(
+            (
+                f"RSS of one worker <= {MEMORY_TARGET_MIB} MiB after 60 s of /evaluate",
+                [memory],
+                lambda: memory.rss[-1] <= MEMORY_TARGET_MIB,
+                lambda: f"{memory.rss[-1]:.0f} MiB after {args.memory_seconds} s",
+            )
+        )
+    lines = []
+    for name, needs, met, detail in checks:
+        if all(row.ok for row in needs):
+            lines.append(f"- {'met' if met() else 'MISSED'}: {name} ({detail()})")
+        else:
+            lines.append(f"- n/a: {name} (not measured)")
+    return lines
+
+
+def write_results(lines: list[str]) -> Path:
+    results = BENCH / "results"
+    results.mkdir(exist_ok=True)
+    path = results / f"http-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--server", choices=["uvicorn", "granian"], action="append")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("needs wrk: apt-get install wrk")
-
-    item = {"request": json.loads((ROOT / "examples/requests/old-colleague.json").read_text())}
-    body = json.dumps(item)
-    batch_body = json.dumps({"items": [item] * 100})
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    lines = [
-        f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}; wrk -t1 -c{args.connections} "
-        f"-d{args.seconds}s on the same machine; {args.workers} workers",
+    args = parse_args()
+    wrk_tool = wrk_version()
+    command = shlex.join(["python", "bench/throughput.py", *sys.argv[1:]])
+    examples = {p.stem: json.loads(p.read_text()) for p in sorted(EXAMPLES.glob("*.json"))}
+    reference: dict[str, Any] = {}
+    started = datetime.now(UTC)
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        # Cerbos first: a failed install or a policy mismatch stops the run before the long part.
+        cerbos = None if args.no_cerbos else run_cerbos(args, tmp, examples, reference)
+        rows = run_handshake(args, tmp, examples, reference)
+        memory = run_memory(args, tmp, examples) if args.memory_seconds else None
+    all_rows = rows + [r for r in (cerbos, memory) if r]
+    settings = (
+        f"wrk -t1 -c{args.connections} -d{args.seconds}s --latency on the same machine; "
+        f"Handshake: {args.workers} workers, request log off; sample `{SAMPLE}` on `default`"
+    )
+    report = [
+        f"# HTTP benchmark, {started:%Y-%m-%d %H:%M} UTC",
         "",
-        "| server | endpoint | requests/s | decisions/s | p50 ms | p99 ms | share of bare "
-        "| non-2xx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"Command: `{command}`",
+        "",
+        *machine(wrk_tool, cerbos_version(CERBOS_BINARY) if cerbos else "not run"),
+        f"- settings: {settings}",
+        "",
+        *table(all_rows, cerbos),
+        *[f"\n{row.target}: {row.note}" for row in all_rows if not row.ok],
+        "",
+        "RSS: resident memory (VmRSS) of each Handshake worker / of Cerbos after the load; "
+        "memory row: before -> after. Errors: non-2xx answers and socket errors (timeouts).",
+        "",
+        "Targets:",
+        "",
+        *targets(rows, cerbos, memory, args),
     ]
-    with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "evaluate.lua"
-        script.write_text(LUA % body)
-        batch_script = Path(tmp) / "batch.lua"
-        batch_script.write_text(LUA % batch_body)
-        for server in args.server or ["uvicorn"]:
-            port = free_port()
-            process = start(server, args.workers, port, Path(tmp) / f"{server}.log")
-            try:
-                url = f"http://127.0.0.1:{port}"
-                bare = wrk(f"{url}/health/live", args.seconds, args.connections, None)
-                evaluate = wrk(f"{url}/evaluate", args.seconds, args.connections, script)
-                batch = wrk(f"{url}/evaluate/batch", args.seconds, 4, batch_script)
-            finally:
-                process.terminate()
-                process.wait(timeout=30)
-            rows = (
-                ("bare GET /health/live", bare, 0),
-                ("POST /evaluate (default)", evaluate, 1),
-                ("POST /evaluate/batch of 100 (4 connections)", batch, 100),
-            )
-            for name, result, decisions in rows:
-                share = result["rps"] / bare["rps"]
-                per_second = f"{result['rps'] * decisions:,.0f}" if decisions else "-"
-                lines.append(
-                    f"| {server} | {name} | {result['rps']:,.0f} | {per_second} | "
-                    f"{result['p50']:.2f} | {result['p99']:.2f} | {share:.0%} | "
-                    f"{result['non2xx']:.0f} |"
-                )
-    print("\n".join(lines))
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
-    with (results / "http.md").open("a", encoding="utf-8") as out:
-        out.write("\n".join(lines) + "\n\n")
-    return 0
+    print("\n".join(report))
+    print(f"\nwritten to {write_results(report).relative_to(ROOT)}")
+    return 0 if all(row.ok for row in all_rows) else 1  # a missed target is a figure, not a failure
 
 
 if __name__ == "__main__":
