@@ -1,9 +1,10 @@
 """Checks that need evaluation, on two representative requests.
 
-cel-python has no type checker, so each compiled expression is run on a request with every
-optional field set (a `when` that is not a bool, type errors) and on one with none set (a
-`when` that fails without a `has()` guard: a warning). A `when` that is constant and true
-makes the rules after it unreachable (a warning).
+What the static type checker cannot see (`params` and `variables` are dyn to it) shows when
+each compiled expression runs on a request with every optional field set (a `when` that is not
+a bool, type errors) and on one with none set (a `when` that fails without a `has()` guard: a
+warning). A `when` that is constant and true makes the rules after it unreachable (a
+warning). Each run is repeated under the other engine: where they disagree, a warning.
 """
 
 from __future__ import annotations

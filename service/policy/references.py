@@ -1,7 +1,8 @@
 """What a CEL expression refers to, read from its parse tree without evaluating it.
 
 The compiler uses this to check names, fields and functions against the request schema before
-anything is deployed: cel-python has no type checker of its own.
+anything is deployed, with messages that name the schema (`did you mean …`). Types are checked
+afterwards by the C++ CEL checker (service/policy/engines/typecheck.py).
 """
 
 from __future__ import annotations

@@ -138,6 +138,12 @@ def test_string_extensions(engine: Engine) -> None:
     assert run(engine, '"  MiXed ".trim().lowerAscii() + "x".upperAscii()') == "mixedX"
 
 
+def test_trim_takes_unicode_white_space_only(engine: Engine) -> None:
+    """Python's `strip()` also takes U+001C..U+001F; CEL does not (the differential test
+    found it: `"\\x1f".trim() != ""` decided differently under the two engines)."""
+    assert run(engine, "s.trim()", s="\u3000\x1f a\u00a0\x1c\t") == "\x1f a\u00a0\x1c"
+
+
 def test_integers_beyond_64_bits_are_doubles_as_in_cel_json(engine: Engine) -> None:
     names = {"a": {"big": 2**70, "huge": 10**400, "small": 5}}
     assert run(engine, "a.big > 1.0e21", **names) is True

@@ -46,7 +46,15 @@ def _upper_ascii(value: celtypes.StringType) -> celtypes.StringType:
 
 
 def _trim(value: celtypes.StringType) -> celtypes.StringType:
-    return celtypes.StringType(value.strip())
+    return celtypes.StringType(value.strip(_WHITESPACE))
+
+
+# Unicode White_Space, as CEL's strings extension trims it. Python's own `strip()` also takes
+# U+001C..U+001F (information separators), which CEL keeps: found by the differential test.
+_WHITESPACE = (
+    "".join(chr(c) for c in (*range(0x9, 0xE), 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B)))
+    + "\u2028\u2029\u202f\u205f\u3000"
+)
 
 
 _RE2_OPTIONS = re2.Options()
