@@ -55,6 +55,7 @@ def serve(settings: Settings) -> int:
         workers=settings.workers,
         authentication=tokens.enabled,
         policies=len(policy_set.policies),
+        cel_engine=policy_set.engine,
         webhook_sources=len(active.webhooks.sources),
         revision=policy_set.revision,
         digest=policy_set.digest,

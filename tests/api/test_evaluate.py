@@ -267,3 +267,13 @@ def test_an_internal_fault_is_a_problem_without_a_trace_and_is_logged(
     assert fault["request_id"] == response.headers["x-request-id"]
     assert "SECRET-INTERNAL-DETAIL" in fault["exception"]
     assert body["detail"].endswith("logged with the request id")
+
+
+def test_the_engine_setting_does_not_change_the_answer(client: Client) -> None:
+    """HANDSHAKE_CEL_ENGINE=cel-python serves the same bytes as the default engine."""
+    body = {"request": sample("old-colleague"), "now": NOW, "locale": "fr"}
+    fast = client.post("/evaluate", json=body)
+    with TestClient(create_app(Settings(policies=str(POLICIES), cel_engine="cel-python"))) as ref:
+        reference = ref.post("/evaluate", json=body)
+    assert fast.status_code == reference.status_code == 200
+    assert fast.content == reference.content

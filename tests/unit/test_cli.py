@@ -175,6 +175,36 @@ def test_eval_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
     assert "trace" not in decision
 
 
+@pytest.mark.parametrize("engine", ["cel-python", "cel-expr-python"])
+def test_eval_under_either_engine_gives_the_same_decision(
+    capsys: pytest.CaptureFixture[str], engine: str
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "eval", "default", "--policies", str(POLICIES), "--engine", engine,
+        "--input", str(REQUESTS / "old-colleague.json"), "--now", NOW,
+    )  # fmt: skip
+    assert code == 0
+    decision = json.loads(out)
+    assert (decision["decision"], decision["rule"]) == ("defer", "reconnect-first")
+    assert decision["rationale"] == "Known well, but the last contact was 2021-06-30T12:00:00Z"
+
+
+def test_an_unknown_engine_in_the_environment_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HANDSHAKE_CEL_ENGINE", "cel-go")
+    code, _, err = run(
+        capsys, "eval", "default", "--policies", str(POLICIES),
+        "--input", str(REQUESTS / "old-colleague.json"),
+    )  # fmt: skip
+    assert code == 2
+    assert one_line(err) == (
+        "handshake: error: HANDSHAKE_CEL_ENGINE: unknown engine `cel-go` "
+        "(cel-expr-python, cel-python)"
+    )
+
+
 def test_eval_explain_shows_rules_and_variables(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
