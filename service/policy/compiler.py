@@ -219,6 +219,7 @@ class _Compiler:
                     type_check(placeholder.program.expression.text)
                 except TypeCheckError as exc:
                     problems.append((exc.message, (exc.line, exc.column)))
+                self.check_order(site, text, placeholder.program.expression, placeholder.offset)
             for message, (line, column) in problems:
                 self.report(
                     site, message, position=_position(site, text, placeholder.offset, line, column)
@@ -240,6 +241,7 @@ class _Compiler:
                 return None
             program = self.engine.compile(expression)
             type_check(text, condition=condition)
+            self.check_order(site, text, expression)
             return program
         except (CelSyntaxError, TypeCheckError) as exc:
             self.report(site, exc.message, position=_position(site, text, 0, exc.line, exc.column))
@@ -262,6 +264,32 @@ class _Compiler:
                 if problem is not None:
                     index, message = problem
                     yield message, found.positions[index]
+
+    def check_order(self, site: Site, text: str, expression: Expression, offset: int = 0) -> None:
+        """Warn where a `map` or `filter` may range over a map: CEL leaves the order of a
+        map's keys unspecified, and the C++ runtime changes it from process to process."""
+        for found in refs.iterations(expression.tree):
+            if found.over == "list" or self.is_list(found.over):
+                continue
+            self.report(
+                site,
+                f"`{found.macro}` over what may be a map: the order of a map's keys is "
+                "unspecified in CEL (cel-expr-python changes it from process to process), so "
+                "the result's order can differ between replicas; range over a list, or use "
+                "the result in an order-free way (`size()`, `in`, `exists`)",
+                severity="warning",
+                position=_position(site, text, offset, *found.position),
+            )
+
+    def is_list(self, over: tuple[str, ...] | str) -> bool:
+        if isinstance(over, str):
+            return False
+        shape = {"request": REQUEST_SHAPE, "params": self.params_shape}.get(over[0])
+        for segment in over[1:]:
+            if not isinstance(shape, Mapping) or segment not in shape:
+                return False
+            shape = shape[segment]
+        return shape == "list"
 
     def check_reference(self, path: tuple[str, ...], deps: str | None) -> tuple[int, str] | None:
         root = path[0]

@@ -24,6 +24,7 @@ __all__ = [
     "Misuse",
     "Reference",
     "check_path",
+    "iterations",
     "references",
     "shape_of_value",
 ]
@@ -129,6 +130,52 @@ def _function(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
         yield Call(name.value, False, (name.line or 1, name.column or 1))
     for arg in args:
         yield from _visit(arg, scope)
+
+
+@dataclass(frozen=True, slots=True)
+class Iteration:
+    """A `map` or `filter`: its result's order is the order of what it ranges over."""
+
+    macro: str
+    over: tuple[str, ...] | str  # a dotted path, or `list`/`map` for a literal, `?` otherwise
+    position: tuple[int, int]
+
+
+def iterations(tree: Tree) -> list[Iteration]:
+    """Every `map` and `filter` in the expression, with what each ranges over."""
+    found = []
+    pending: list[Node] = [tree]
+    while pending:
+        node = pending.pop()
+        if not isinstance(node, lark.Tree):
+            continue
+        pending.extend(reversed(node.children))
+        if node.data != "member_dot_arg" or len(node.children) < 2:
+            continue
+        name = node.children[1]
+        if isinstance(name, lark.Token) and name.value in ("map", "filter"):
+            found.append(Iteration(name.value, _range(node.children[0]), _at_token(name)))
+    return found
+
+
+def _range(node: Node) -> tuple[str, ...] | str:
+    inner = node
+    while isinstance(inner, lark.Tree) and len(inner.children) == 1 and inner.data[-4:] != "_lit":
+        inner = inner.children[0]
+    if isinstance(inner, lark.Token) and inner.type == "IDENT":
+        return (str(inner.value),)
+    if isinstance(inner, lark.Tree):
+        if inner.data in ("list_lit", "map_lit"):
+            return inner.data.removesuffix("_lit")
+        if inner.data == "member_dot":
+            found = next(_dotted(inner, frozenset()), None)
+            if isinstance(found, Reference):
+                return found.path
+    return "?"
+
+
+def _at_token(token: lark.Token) -> tuple[int, int]:
+    return (token.line or 1, token.column or 1)
 
 
 def _args(exprlist: Node | None) -> list[Tree]:

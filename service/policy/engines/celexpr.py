@@ -1,11 +1,13 @@
 """The fast engine: Google's C++ CEL through `cel-expr-python`.
 
-It cannot call back into Python for a lazy map, so `variables` are computed on demand, in
-dependency order, and bound into a fresh `Activation` only when a program needs one that the
-current activation lacks. Data crosses into C++ as plain Python values, with the adapter's
-conversions: timestamps and durations inside maps become protobuf `Timestamp`s and
-`Duration`s, `None` fields of the request are left out (so `has()` works), and integers beyond
-int64 become doubles, exactly as the cel-python engine reads them.
+A policy's rules run as one program (`RulesProgram`: the first match in one call). Single
+expressions (templates, and rules one by one when that program reports a failure) run as
+`Program`s; the runtime cannot call back into Python for a lazy map, so their `variables` are
+computed on demand, in dependency order, and bound into a fresh `Activation` only when a
+program needs one that the current activation lacks. Data crosses into C++ as plain Python
+values, with the adapter's conversions: timestamps and durations inside maps become protobuf
+`Timestamp`s and `Duration`s, `None` fields of the request are left out (so `has()` works),
+and integers beyond int64 become doubles, exactly as the cel-python engine reads them.
 """
 
 from __future__ import annotations
@@ -53,13 +55,7 @@ class Program:
 
     def eval(self, activation: Any) -> Any:
         """Plain Python data; raises `EvalError`."""
-        try:
-            value = self._compiled.eval(activation)
-        except RuntimeError as exc:
-            raise _runtime_failure(exc) from None
-        if value.type() == _ERROR:
-            raise describe(str(value.value()))
-        return _plain(value.plain_value())
+        return _plain(_run(self._compiled, activation))
 
 
 class RulesProgram:
@@ -78,13 +74,19 @@ class RulesProgram:
         self._compiled = _ENV.compile(text, disable_check=True)
 
     def first_match(self, activation: Any) -> int:
-        try:
-            value = self._compiled.eval(activation)
-        except RuntimeError as exc:  # the iteration budget, over the whole chain
-            raise _runtime_failure(exc) from None
-        if value.type() == _ERROR:
-            raise describe(str(value.value()))
-        return int(value.value())
+        return int(_run(self._compiled, activation))
+
+
+def _run(compiled: Any, activation: Any) -> Any:
+    """Evaluate; the runtime's plain value, or `EvalError` (it returns most errors as values
+    and raises only for the iteration budget)."""
+    try:
+        value = compiled.eval(activation)
+    except RuntimeError as exc:
+        raise _runtime_failure(exc) from None
+    if value.type() == _ERROR:
+        raise describe(str(value.value()))
+    return value.plain_value()
 
 
 def rules_program(
@@ -122,6 +124,8 @@ def _inline(expression: Expression) -> str:
     from service.policy.references import Reference, references
 
     text = expression.text
+    if _BOUND in text:  # the policy's own name would clash with a bound one
+        raise ValueError("reserved prefix")
     starts = [0]
     for line in text.split("\n"):
         starts.append(starts[-1] + len(line) + 1)
