@@ -15,11 +15,13 @@ from typing import Any, Literal
 from service.policy import references as refs
 from service.policy.engines import (
     MACROS,
+    REFERENCE_ENGINE,
     CelSyntaxError,
     Engine,
     Expression,
     Program,
     Scope,
+    get_engine,
     parse,
 )
 from service.policy.engines.celpython import FUNCTIONS
@@ -73,11 +75,27 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]
     default: CompiledOutcome
     engine: Engine
+    parts: PolicyParts  # what it was compiled from: for `reference()`
     rules_program: Any = None  # the engine's one-call form of the rules, if it has one
+    _reference: list[CompiledPolicy] = field(default_factory=list, compare=False)
 
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
-        """The names CEL sees; `variables` are computed lazily, at most once each."""
+        """The names CEL sees; `variables` are computed lazily, at most once each. Raises
+        `UnrepresentableError` for a request the engine cannot hold (see `reference`)."""
         return self.engine.scope(request, now, self.params_data, self.variables)
+
+    def reference(self) -> CompiledPolicy:
+        """This policy under the reference engine, compiled on first use, for the rare request
+        this engine cannot hold (U+0000 under cel-expr-python). The static checks do not
+        depend on the engine, so it compiles whenever this policy did."""
+        if not self._reference:
+            compiled = _Compiler(self.parts, get_engine(REFERENCE_ENGINE)).run()
+            if compiled is None:
+                raise RuntimeError(
+                    f"policy `{self.name}` does not compile under {REFERENCE_ENGINE}"
+                )
+            self._reference.append(compiled)
+        return self._reference[0]
 
 
 @dataclass(frozen=True)
@@ -182,6 +200,7 @@ class _Compiler:
             rules=tuple(rules),
             default=default,
             engine=self.engine,
+            parts=parts,
             rules_program=self.engine.rules_program(variables, [rule.when for rule in rules]),
         )
 

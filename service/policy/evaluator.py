@@ -25,7 +25,7 @@ from service.policy.decision import (
     Trace,
     VariableTrace,
 )
-from service.policy.engines import EvalError, Scope, to_json, type_name
+from service.policy.engines import EvalError, Scope, UnrepresentableError, to_json, type_name
 from service.policy.request import ConnectionRequest
 from service.policy.wording import choose_locale
 
@@ -70,8 +70,12 @@ def evaluate(
     """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
     policy = policy_set.get(policy_name)
     now = now.astimezone(UTC)
-    scope = policy.scope(request, now)
     errors: list[RuleError] = []
+    try:
+        scope = policy.scope(request, now)
+    except UnrepresentableError:  # e.g. U+0000 under cel-expr-python
+        policy = policy.reference()  # the reference engine decides instead
+        scope = policy.scope(request, now)
     steps: list[RuleTrace] = []
 
     rule_id: str | None = None

@@ -11,7 +11,7 @@ field out; any other failure names the mapping leaf and the request field.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import msgspec
@@ -19,10 +19,13 @@ import msgspec
 from service.policy import references as refs
 from service.policy.engines import (
     MACROS,
+    REFERENCE_ENGINE,
     CelSyntaxError,
     Engine,
     EvalError,
     Program,
+    UnrepresentableError,
+    get_engine,
     parse,
     to_json,
 )
@@ -59,12 +62,18 @@ class RequestMapping:
 
     def apply(self, payload: Any, headers: Mapping[str, str]) -> ConnectionRequest:
         """Evaluate every leaf and validate the result; raises `MappingError`."""
+        names = {"payload": payload, "headers": dict(headers)}
+        engine, leaves = self.engine, self.leaves
         try:
-            scope = self.engine.bind({"payload": payload, "headers": dict(headers)})
-        except ValueError as exc:
-            raise MappingError("request", "the payload", str(exc)) from None
+            scope = engine.bind(names)
+        except UnrepresentableError:  # e.g. U+0000 under cel-expr-python
+            engine = get_engine(REFERENCE_ENGINE)  # the reference engine maps it instead
+            leaves = tuple(
+                replace(leaf, program=engine.compile(leaf.program.expression)) for leaf in leaves
+            )
+            scope = engine.bind(names)
         data: dict[str, Any] = {}
-        for leaf in self.leaves:
+        for leaf in leaves:
             try:
                 value = to_json(scope.run(leaf.program))
             except EvalError as exc:

@@ -30,14 +30,9 @@ class Base(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
     """Immutable, keyword-only, and strict about unknown fields (a typo is an error)."""
 
 
-# No string may hold U+0000: Google's C++ CEL runtime would cut it there (docs/adr/0009).
-NO_NUL = "^[^\\u0000]*$"
-Id = Annotated[
-    str,
-    msgspec.Meta(min_length=1, max_length=128, pattern=NO_NUL, description="An opaque identifier"),
-]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
-Text = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
+Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128, description="An opaque identifier")]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Text = Annotated[str, msgspec.Meta(max_length=200)]
 Platform = Annotated[
     str,
     msgspec.Meta(
@@ -62,7 +57,6 @@ Note = Annotated[
     str,
     msgspec.Meta(
         max_length=2000,
-        pattern=NO_NUL,
         description='The personal note; "" when the default invitation text was sent',
     ),
 ]
@@ -99,7 +93,7 @@ _EDGE_DAYS = (date.min, date.max)
 class Person(Base, frozen=True, kw_only=True):
     id: Id | None = None
     name: Name
-    headline: Annotated[str, msgspec.Meta(max_length=300, pattern=NO_NUL)] | None = None
+    headline: Annotated[str, msgspec.Meta(max_length=300)] | None = None
     industry: Text | None = None
     function: Text | None = None
     region: Text | None = None
@@ -135,13 +129,12 @@ class ConnectionRequest(Base, frozen=True, kw_only=True):
     recipient: Person
     relationship: Relationship = msgspec.field(default_factory=Relationship)
     attributes: Annotated[
-        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)], Any],
+        dict[Annotated[str, msgspec.Meta(min_length=1, max_length=64)], Any],
         msgspec.Meta(
             max_length=50,
             description=(
                 "Free-form team data, read as `request.attributes.<key>`; JSON values, at most "
-                f"{ATTRIBUTES_MAX_DEPTH} levels deep, no U+0000 in strings; numbers beyond "
-                "64-bit integers are doubles"
+                f"{ATTRIBUTES_MAX_DEPTH} levels deep; numbers beyond 64-bit integers are doubles"
             ),
         ),
     ] = {}
@@ -152,20 +145,16 @@ class ConnectionRequest(Base, frozen=True, kw_only=True):
 
 
 def _check_attributes(value: Any) -> None:
-    """Bound the nesting of the free-form part (the body size limit bounds the rest), and
-    refuse U+0000 in its strings, as the schema does everywhere else."""
+    """Bound the nesting of the free-form part (the body size limit bounds the rest)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > ATTRIBUTES_MAX_DEPTH:
             raise ValueError(f"`attributes` is nested deeper than {ATTRIBUTES_MAX_DEPTH} levels")
         if isinstance(item, dict):
-            stack.extend((k, depth) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
-        elif isinstance(item, str) and "\x00" in item:
-            raise ValueError("strings in `attributes` may not contain U+0000")
 
 
 class InputError(ValueError):

@@ -116,6 +116,16 @@ def test_a_valid_delivery_gets_the_decision(client: Client) -> None:
     assert set(decision) == set(same_document)
 
 
+def test_a_payload_with_u0000_is_mapped_whole(client: Client) -> None:
+    """The C++ runtime would cut "Jordan\\x00Lee" short: the reference engine maps it."""
+    payload = json.loads(json.dumps(PAYLOAD))
+    payload["data"]["sender"]["full_name"] = "Jordan\x00Lee"
+    payload["type"] = "invitation\x00created"  # a field the mapping does not read
+    response = post(client, "example-crm", *signed(payload))
+    assert response.status_code == 200, response.text
+    assert response.json()["reply"]["text"].startswith("Hi Jordan\x00Lee,")
+
+
 def test_a_retry_gets_identical_bytes_from_any_replica(client: Client, app: Litestar) -> None:
     body, headers = signed()
     first = post(client, "example-crm", body, headers)

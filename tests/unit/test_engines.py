@@ -8,10 +8,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.policy import evaluate, load_policies
 from service.policy.engines import (
     ENGINES,
     ITERATION_BUDGET,
@@ -181,3 +183,22 @@ def test_a_syntax_error_has_a_position() -> None:
 def test_unknown_engine_names_the_choices() -> None:
     with pytest.raises(ValueError, match="cel-expr-python, cel-python"):
         get_engine("cel-go")
+
+
+def test_a_string_with_u0000_is_not_cut_short_the_reference_engine_decides(
+    tmp_path: Path,
+) -> None:
+    """The C++ runtime would cut "a\\x00b" to "a"; the request goes to cel-python instead."""
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+        "  - {id: whole, when: 'size(request.requester.name) == 3', decision: accept,"
+        " rationale: '{{ request.requester.name }}'}\n"
+        "default: {decision: ignore, rationale: cut}\n"
+    )
+    request = ConnectionRequest(
+        requester=Person(name="a\x00b", has_photo=True),
+        recipient=Person(name="Bo", has_photo=True),
+    )
+    for engine in ENGINES:
+        decision = evaluate(load_policies(tmp_path, engine=engine), "p", request, now=NOW)
+        assert (decision.rule, decision.rationale) == ("whole", "a\x00b"), engine

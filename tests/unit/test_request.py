@@ -52,10 +52,6 @@ def test_defaults_make_a_small_request_complete() -> None:
         (b'"received_at": "2026-01-01T00:00:00"', "with a timezone component"),
         (b'"relationship": {"known_via": "neighbour"}', "invalid enum value 'neighbour'"),
         (b'"surprise": 1', "object contains unknown field `surprise`"),
-        # U+0000 would be cut short by the C++ CEL runtime, silently: refused instead.
-        (b'"message": "hi\\u0000there"', "$.message: expected `str` matching regex"),
-        (b'"attributes": {"a": {"b": ["\\u0000"]}}', "may not contain U+0000"),
-        (b'"attributes": {"a": {"\\u0000": 1}}', "may not contain U+0000"),
     ],
 )
 def test_limits_are_enforced(extra: bytes, message: str) -> None:
@@ -68,9 +64,4 @@ def test_the_request_struct_is_the_json_schema() -> None:
     schema = msgspec.json.schema(ConnectionRequest)
     person = schema["$defs"]["Person"]
     assert set(person["required"]) == {"name", "has_photo"}
-    assert person["properties"]["name"] == {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 200,
-        "pattern": "^[^\\u0000]*$",  # no U+0000: the C++ CEL runtime would cut the string
-    }
+    assert person["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 200}

@@ -19,6 +19,7 @@ from service.policy.engines.base import (
     Expression,
     Program,
     Scope,
+    UnrepresentableError,
     to_json,
     type_name,
 )
@@ -29,12 +30,14 @@ __all__ = [
     "ENGINES",
     "ITERATION_BUDGET",
     "MACROS",
+    "REFERENCE_ENGINE",
     "CelSyntaxError",
     "Engine",
     "EvalError",
     "Expression",
     "Program",
     "Scope",
+    "UnrepresentableError",
     "get_engine",
     "parse",
     "to_json",
@@ -43,6 +46,7 @@ __all__ = [
 
 ENGINES = ("cel-expr-python", "cel-python")
 DEFAULT_ENGINE = "cel-expr-python"
+REFERENCE_ENGINE = "cel-python"  # for what another engine cannot hold (UnrepresentableError)
 
 
 @functools.cache

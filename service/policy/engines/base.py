@@ -28,6 +28,7 @@ __all__ = [
     "Expression",
     "Program",
     "Scope",
+    "UnrepresentableError",
     "to_json",
     "type_name",
 ]
@@ -58,6 +59,11 @@ class EvalError(Exception):
     def __init__(self, message: str, kind: str = "other") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+class UnrepresentableError(ValueError):
+    """This engine cannot hold this data faithfully (cel-expr-python: a string with U+0000,
+    which the C++ runtime would cut short); the caller evaluates with the reference engine."""
 
 
 BUDGET_MESSAGE = (
@@ -120,11 +126,13 @@ class Engine(Protocol):
         params: Any,
         variables: Mapping[str, Any],
     ) -> Scope:
-        """Names for one evaluation; `variables` (name -> Program) are computed lazily, once."""
+        """Names for one evaluation; `variables` (name -> Program) are computed lazily, once.
+        Raises `UnrepresentableError` for a request this engine cannot hold."""
         ...
 
     def bind(self, names: Mapping[str, Any]) -> Scope:
-        """A scope of plain data only (webhook mappings: `payload`, `headers`)."""
+        """A scope of plain data only (webhook mappings: `payload`, `headers`); may raise
+        `UnrepresentableError`."""
         ...
 
 

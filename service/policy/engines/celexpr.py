@@ -27,6 +27,7 @@ from service.policy.engines.base import (
     CelSyntaxError,
     EvalError,
     Expression,
+    UnrepresentableError,
 )
 from service.policy.request import ConnectionRequest
 
@@ -239,9 +240,12 @@ _STRUCTS = ("requester", "recipient", "relationship")
 def request_data(request: ConnectionRequest) -> dict[str, Any]:
     """The request as data for C++, the fast way (once per evaluation, the hot path).
 
-    The schema bounds every typed field (no U+0000, counts far below int64), so only absent
-    fields and timestamps need work there; free-form `attributes` get the full conversion.
+    The schema bounds every typed field (counts far below int64), so only absent fields and
+    timestamps need work there; free-form `attributes` get the full conversion. A string with
+    U+0000 anywhere (JSON writes it `\\u0000`) cannot cross: `UnrepresentableError`.
     """
+    if b"\\u0000" in msgspec.json.encode(request):
+        raise UnrepresentableError("a string holds U+0000")
     data: dict[str, Any] = msgspec.to_builtins(request, builtin_types=(datetime,))
     _prune(data)
     for key in _STRUCTS:
@@ -277,7 +281,7 @@ def to_data(value: Any, keep_null: bool) -> Any:
         return [to_data(v, keep_null) for v in value]
     if isinstance(value, str):
         if "\x00" in value:  # the runtime would silently cut the string there
-            raise ValueError("a string holds U+0000, which cel-expr-python cannot represent")
+            raise UnrepresentableError("a string holds U+0000")
         return value
     if isinstance(value, bool | float) or value is None:
         return value
