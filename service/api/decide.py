@@ -43,7 +43,7 @@ def timed_evaluation(
     )
     seconds = time.perf_counter() - started
     state.metrics.decided(decision, seconds)
-    _DECISIONS.info(
+    state.decision_log.info(
         "decision",
         decision_id=decision.decision_id,
         policy=decision.policy.name,
@@ -58,9 +58,6 @@ def timed_evaluation(
         **_personal(state.settings, request),
     )
     return decision
-
-
-_DECISIONS = structlog.get_logger("handshake.decisions")
 
 
 async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:

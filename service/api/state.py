@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import structlog
+
 from service.api.auth import Tokens
 from service.api.observability import Metrics
 from service.policy import PolicySet, load_policies
@@ -83,6 +85,11 @@ class AppState:
     tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
+    # One bound logger for decision events, made once: structlog's module-level proxy would
+    # build a new one on every call (cheap, but it is once per decision).
+    decision_log: Any = field(
+        default_factory=lambda: structlog.get_logger("handshake.decisions").bind()
+    )
 
     @property
     def policy_set(self) -> PolicySet:
