@@ -202,3 +202,31 @@ def test_a_string_with_u0000_is_not_cut_short_the_reference_engine_decides(
     for engine in ENGINES:
         decision = evaluate(load_policies(tmp_path, engine=engine), "p", request, now=NOW)
         assert (decision.rule, decision.rationale) == ("whole", "a\x00b"), engine
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_runaway_rule_fails_with_the_budget_and_the_decision_says_so(
+    tmp_path: Path, engine: str
+) -> None:
+    """Nested comprehensions over a large input list: 10,000 iterations, then the rule fails
+    (it does not match), the next rule decides, and `errors` names the rule and the budget."""
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+        "  - id: runaway\n"
+        "    when: >-\n"
+        "      has(request.attributes.xs) &&\n"
+        "      request.attributes.xs.all(x, request.attributes.xs.all(y, x + y >= 0))\n"
+        "    decision: decline\n    rationale: r\n"
+        "  - {id: photo, when: request.requester.has_photo, decision: accept, rationale: r}\n"
+        "default: {decision: ignore, rationale: none}\n"
+    )
+    request = ConnectionRequest(
+        requester=Person(name="Ada", has_photo=True),
+        recipient=Person(name="Bo", has_photo=True),
+        attributes={"xs": list(range(5_000))},  # 25,000,000 iterations if nothing stopped it
+    )
+    decision = evaluate(load_policies(tmp_path, engine=engine), "p", request, now=NOW)
+    assert (decision.decision, decision.rule) == ("accept", "photo")
+    assert [(e.rule, e.message) for e in decision.errors] == [
+        ("runaway", "evaluation budget exceeded: more than 10,000 comprehension iterations")
+    ]
