@@ -13,7 +13,14 @@ from typing import Literal
 
 import msgspec
 
-__all__ = ["PolicyError", "Problem", "UnknownPolicyError", "did_you_mean", "sorted_problems"]
+__all__ = [
+    "PolicyError",
+    "Problem",
+    "UnknownPolicyError",
+    "did_you_mean",
+    "sorted_problems",
+    "with_article",
+]
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,3 +67,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     """A `; did you mean `x`?` suffix when one candidate is close, else ``."""
     close = get_close_matches(word, list(candidates), n=1, cutoff=0.7)
     return f"; did you mean `{close[0]}`?" if close else ""
+
+
+def with_article(noun: str) -> str:
+    """`an int`, `a string`."""
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"

@@ -11,7 +11,7 @@ field out; any other failure names the mapping leaf and the request field.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import msgspec
@@ -59,21 +59,26 @@ class Leaf:
 class RequestMapping:
     leaves: tuple[Leaf, ...]
     engine: Engine
+    _reference: list[RequestMapping] = field(default_factory=list, compare=False)
+
+    def reference(self) -> RequestMapping:
+        """The same mapping under the reference engine, compiled on first use (see
+        `CompiledPolicy.reference`): for payloads this engine cannot hold."""
+        if not self._reference:
+            engine = get_engine(REFERENCE_ENGINE)
+            leaves = (replace(x, program=engine.compile(x.program.expression)) for x in self.leaves)
+            self._reference.append(RequestMapping(tuple(leaves), engine))
+        return self._reference[0]
 
     def apply(self, payload: Any, headers: Mapping[str, str]) -> ConnectionRequest:
         """Evaluate every leaf and validate the result; raises `MappingError`."""
         names = {"payload": payload, "headers": dict(headers)}
-        engine, leaves = self.engine, self.leaves
         try:
-            scope = engine.bind(names)
+            scope = self.engine.bind(names)
         except UnrepresentableError:  # e.g. U+0000 under cel-expr-python
-            engine = get_engine(REFERENCE_ENGINE)  # the reference engine maps it instead
-            leaves = tuple(
-                replace(leaf, program=engine.compile(leaf.program.expression)) for leaf in leaves
-            )
-            scope = engine.bind(names)
+            return self.reference().apply(payload, headers)
         data: dict[str, Any] = {}
-        for leaf in leaves:
+        for leaf in self.leaves:
             try:
                 value = to_json(scope.run(leaf.program))
             except EvalError as exc:

@@ -24,6 +24,7 @@ from service.policy.engines import (
     to_json,
     type_name,
 )
+from service.policy.errors import with_article
 from service.policy.parts import PolicyParts, Site
 from service.policy.request import ConnectionRequest, Person, Relationship
 
@@ -108,7 +109,8 @@ class _Probe:
                 continue
             if type_name(result) != "bool":
                 self.report(
-                    site.at("when"), f"a condition must be a bool, not {_a(type_name(result))}"
+                    site.at("when"),
+                    f"a condition must be a bool, not {with_article(type_name(result))}",
                 )
                 continue
             _, failure = self.attempt(site.at("when"), rule.when, self.bare, quiet=True)
@@ -197,7 +199,3 @@ class _Probe:
 
 def _outcome(value: Any, error: EvalError | None) -> str:
     return f"an error ({error})" if error is not None else f"`{to_json(value)!r}`"
-
-
-def _a(noun: str) -> str:
-    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"

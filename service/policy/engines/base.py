@@ -29,6 +29,7 @@ __all__ = [
     "Program",
     "Scope",
     "UnrepresentableError",
+    "json_number",
     "to_json",
     "type_name",
 ]
@@ -134,6 +135,16 @@ class Engine(Protocol):
         """A scope of plain data only (webhook mappings: `payload`, `headers`); may raise
         `UnrepresentableError`."""
         ...
+
+
+def json_number(value: int) -> int | float:
+    """An integer as CEL reads a JSON number: itself within int64, a double beyond it."""
+    if -(2**63) <= value < 2**63:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def type_name(value: Any) -> str:

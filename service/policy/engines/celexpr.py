@@ -28,10 +28,11 @@ from service.policy.engines.base import (
     EvalError,
     Expression,
     UnrepresentableError,
+    json_number,
 )
 from service.policy.request import ConnectionRequest
 
-__all__ = ["CelExpr", "compile_error", "describe"]
+__all__ = ["TYPE_LABELS", "CelExpr", "compile_error", "describe", "operator_symbol"]
 
 NAMES = ("request", "now", "params", "variables", "payload", "headers")
 _ENV = cel.NewEnv(
@@ -39,7 +40,6 @@ _ENV = cel.NewEnv(
     extensions=[ext_bindings.ExtBindings(), ext_strings.ExtStrings()],
 )
 _ERROR = cel.Type.ERROR
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 class Program:
@@ -286,11 +286,7 @@ def to_data(value: Any, keep_null: bool) -> Any:
     if isinstance(value, bool | float) or value is None:
         return value
     if isinstance(value, int):
-        if _INT64[0] <= value <= _INT64[1]:
-            return value
-        from service.policy.engines.celpython import as_float
-
-        return as_float(value)
+        return json_number(value)
     if isinstance(value, datetime):
         return _timestamp(value)
     if isinstance(value, timedelta):
@@ -321,7 +317,7 @@ def _plain(value: Any) -> Any:
 _MISSING = re.compile(r'Key not found in map : "(.*)"|no_such_field : (\w+)', re.DOTALL)
 _OVERLOAD = re.compile(r"No matching overloads found : ([^(\s]+)(?:\((.*)\))?", re.DOTALL)
 _STATUS = re.compile(r"^[A-Z_]+: ")
-_TYPES = {
+TYPE_LABELS = {  # the runtime's and checker's type names -> CEL's
     "int64": "int",
     "uint64": "uint",
     "google.protobuf.Timestamp": "timestamp",
@@ -330,7 +326,8 @@ _TYPES = {
 }
 
 
-def _operator(function: str) -> str:
+def operator_symbol(function: str) -> str:
+    """A CEL function id as written in an expression: `_>_` -> `>`, `!_` -> `!`, `@in` -> `in`."""
     if function == "@in":
         return "in"
     if function.startswith("_") or function.endswith("_"):
@@ -344,9 +341,13 @@ def describe(text: str) -> EvalError:
     if "found : <iter_range>" in text:
         return EvalError("a comprehension needs a list or a map", "type")
     if match := _OVERLOAD.search(text):
-        kinds = [_TYPES.get(k.strip(), k.strip()) for k in (match.group(2) or "").split(",") if k]
+        kinds = [
+            TYPE_LABELS.get(k.strip(), k.strip()) for k in (match.group(2) or "").split(",") if k
+        ]
         on = f" on ({', '.join(kinds)})" if kinds else ""
-        return EvalError(f"no matching overload for `{_operator(match.group(1))}`{on}", "type")
+        return EvalError(
+            f"no matching overload for `{operator_symbol(match.group(1))}`{on}", "type"
+        )
     text = _STATUS.sub("", text.strip())
     return EvalError(text[:1].lower() + text[1:])
 

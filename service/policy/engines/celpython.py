@@ -29,6 +29,7 @@ from service.policy.engines.base import (
     CelSyntaxError,
     EvalError,
     Expression,
+    json_number,
 )
 from service.policy.request import ConnectionRequest
 
@@ -307,9 +308,8 @@ def to_cel(value: Any) -> Value:
     if isinstance(value, bool):
         return celtypes.BoolType(value)
     if isinstance(value, int):
-        if _INT64[0] <= value <= _INT64[1]:
-            return celtypes.IntType(value)
-        return celtypes.DoubleType(as_float(value))  # as CEL reads JSON numbers: doubles
+        number = json_number(value)
+        return celtypes.IntType(number) if isinstance(number, int) else celtypes.DoubleType(number)
     if isinstance(value, float):
         return celtypes.DoubleType(value)
     if isinstance(value, str):
@@ -325,17 +325,6 @@ def to_cel(value: Any) -> Value:
     if value is None:
         return None
     raise TypeError(f"cannot give a `{type(value).__name__}` to CEL")
-
-
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def as_float(value: int) -> float:
-    """An integer beyond int64, as CEL reads such a JSON number."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
 
 
 def to_plain(value: Value) -> Any:

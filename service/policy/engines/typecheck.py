@@ -25,7 +25,8 @@ from google.protobuf import (
     timestamp_pb2,
 )
 
-from service.policy.engines.celexpr import compile_error
+from service.policy.engines.celexpr import TYPE_LABELS, compile_error, operator_symbol
+from service.policy.errors import with_article
 from service.policy.request import ConnectionRequest
 
 __all__ = ["TypeCheckError", "type_check"]
@@ -120,15 +121,7 @@ _OPERATOR = re.compile(r"'(_?[^' ]+?_?)'")
 def _readable(message: str) -> str:
     """`found no matching overload for '_>_' applied to '(int, string)'` -> with `>`."""
     message = message.removeprefix("found ").replace("applied to '(", "on (").replace(")'", ")")
-    return _OPERATOR.sub(lambda m: f"`{_symbol(m.group(1))}`", message)
-
-
-def _symbol(name: str) -> str:
-    if name == "@in":
-        return "in"
-    if len(name) > 2 and name.startswith("_") and name.endswith("_"):
-        return name.strip("_").replace("_", "") or name
-    return name.rstrip("_") if name.endswith("_") and len(name) == 2 else name
+    return _OPERATOR.sub(lambda m: f"`{operator_symbol(m.group(1))}`", message)
 
 
 def type_check(text: str, *, condition: bool = False) -> None:
@@ -144,12 +137,6 @@ def type_check(text: str, *, condition: bool = False) -> None:
     if condition:
         result = expression.return_type()
         if result != cel.Type.BOOL and result != cel.Type.DYN:
-            raise TypeCheckError(f"a condition must be a bool, not {_name(result)}", 1, 1)
-
-
-def _name(kind: Any) -> str:
-    name = str(kind.name()).lower()
-    name = {"int64": "int", "uint64": "uint", "google.protobuf.timestamp": "timestamp"}.get(
-        name, name
-    )
-    return f"an {name}" if name[:1] in "aeiou" else f"a {name}"
+            name = str(result.name())
+            kind = TYPE_LABELS.get(name, name).lower()
+            raise TypeCheckError(f"a condition must be a bool, not {with_article(kind)}", 1, 1)
