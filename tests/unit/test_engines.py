@@ -185,15 +185,22 @@ def test_unknown_engine_names_the_choices() -> None:
         get_engine("cel-go")
 
 
+def write_policy(directory: Path, rules: str) -> None:
+    """`p.yaml`: these rules (YAML list items), and a default that ignores."""
+    (directory / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+        f"{rules}default: {{decision: ignore, rationale: none}}\n"
+    )
+
+
 def test_a_string_with_u0000_is_not_cut_short_the_reference_engine_decides(
     tmp_path: Path,
 ) -> None:
     """The C++ runtime would cut "a\\x00b" to "a"; the request goes to cel-python instead."""
-    (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+    write_policy(
+        tmp_path,
         "  - {id: whole, when: 'size(request.requester.name) == 3', decision: accept,"
-        " rationale: '{{ request.requester.name }}'}\n"
-        "default: {decision: ignore, rationale: cut}\n"
+        " rationale: '{{ request.requester.name }}'}\n",
     )
     request = ConnectionRequest(
         requester=Person(name="a\x00b", has_photo=True),
@@ -210,15 +217,14 @@ def test_a_runaway_rule_fails_with_the_budget_and_the_decision_says_so(
 ) -> None:
     """Nested comprehensions over a large input list: 10,000 iterations, then the rule fails
     (it does not match), the next rule decides, and `errors` names the rule and the budget."""
-    (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+    write_policy(
+        tmp_path,
         "  - id: runaway\n"
         "    when: >-\n"
         "      has(request.attributes.xs) &&\n"
         "      request.attributes.xs.all(x, request.attributes.xs.all(y, x + y >= 0))\n"
         "    decision: decline\n    rationale: r\n"
-        "  - {id: photo, when: request.requester.has_photo, decision: accept, rationale: r}\n"
-        "default: {decision: ignore, rationale: none}\n"
+        "  - {id: photo, when: request.requester.has_photo, decision: accept, rationale: r}\n",
     )
     request = ConnectionRequest(
         requester=Person(name="Ada", has_photo=True),
