@@ -51,6 +51,11 @@ class CompiledOutcome:
     reply: Mapping[str, Template]
     outputs: Mapping[str, Template]
 
+    def placeholder_programs(self) -> list[Program]:
+        """Every placeholder's program: the rationale's, each reply's, each output's."""
+        templates = [self.rationale, *self.reply.values(), *self.outputs.values()]
+        return [part.program for template in templates for part in template.placeholders]
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
@@ -201,7 +206,11 @@ class _Compiler:
             default=default,
             engine=self.engine,
             parts=parts,
-            rules_program=self.engine.rules_program(variables, [rule.when for rule in rules]),
+            rules_program=self.engine.rules_program(
+                variables,
+                [rule.when for rule in rules],
+                [o.placeholder_programs() for o in (*(r.outcome for r in rules), default)],
+            ),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:

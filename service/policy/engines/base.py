@@ -111,9 +111,16 @@ class Engine(Protocol):
         """Raises `CelSyntaxError` when this engine cannot run the expression."""
         ...
 
-    def rules_program(self, variables: Mapping[str, Any], conditions: Sequence[Any]) -> Any:
+    def rules_program(
+        self,
+        variables: Mapping[str, Any],
+        conditions: Sequence[Any],
+        placeholders: Sequence[Sequence[Any]],
+    ) -> Any:
         """Optionally, all conditions as one program giving the index of the first match
-        (-1: none) and raising on any failure before it; None: go rule by rule."""
+        (-1: none), computing that outcome's `placeholders` (one list per condition, then the
+        default's) for `Scope.run` to answer from, and raising on any failure on the way;
+        None: go rule by rule."""
         ...
 
     def prepare(self, value: Mapping[str, Any]) -> Any:

@@ -60,22 +60,26 @@ class Program:
 
 
 class RulesProgram:
-    """A policy's rule conditions as ONE program: the index of the first rule that matches,
-    or -1. Variables are bound with `cel.bind` (lazily: only when reached, at most once), so
-    a decision costs one call into C++ instead of one per rule and per variable.
+    """A policy's rules as ONE program: the index of the first rule that matches (-1: none)
+    and the values of that outcome's template placeholders. Variables are bound with
+    `cel.bind` (lazily: only when reached, at most once), so a decision costs one call into
+    C++ instead of one per rule, variable and placeholder.
 
-    It answers only when no condition before the match failed: any error (a failing or
-    non-bool condition, the iteration budget over the whole chain) raises, and the evaluator
-    then goes rule by rule to report it exactly. So the result is always the rule-by-rule one.
+    It answers only when nothing failed on the way: any error (a failing or non-bool
+    condition or placeholder, the iteration budget over the whole program) raises, and the
+    evaluator then goes rule by rule to report it exactly. So the result is always the
+    rule-by-rule one.
     """
 
-    __slots__ = ("_compiled",)
+    __slots__ = ("_compiled", "placeholders")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, placeholders: Sequence[Sequence[Program]]) -> None:
         self._compiled = _ENV.compile(text, disable_check=True)
+        self.placeholders = placeholders  # per rule, then the default's (index -1)
 
-    def first_match(self, activation: Any) -> int:
-        return int(_run(self._compiled, activation))
+    def first_match(self, activation: Any) -> tuple[int, list[Any]]:
+        index, values = _run(self._compiled, activation)
+        return int(index), [_plain(value) for value in values]
 
 
 def _run(compiled: Any, activation: Any) -> Any:
@@ -91,9 +95,12 @@ def _run(compiled: Any, activation: Any) -> Any:
 
 
 def rules_program(
-    variables: Mapping[str, Program], conditions: Sequence[Program]
+    variables: Mapping[str, Program],
+    conditions: Sequence[Program],
+    placeholders: Sequence[Sequence[Program]],
 ) -> RulesProgram | None:
-    """The single program for these conditions, or None where one cannot be built."""
+    """The single program for these conditions and their outcomes' placeholders (one list per
+    condition, then the default's), or None where one cannot be built."""
     order: list[str] = []
 
     def visit(name: str, trail: tuple[str, ...]) -> None:
@@ -103,16 +110,21 @@ def rules_program(
             visit(dep, (*trail, name))
         order.append(name)
 
-    for condition in conditions:
-        for name in sorted(condition.expression.variables):
+    for program in [*conditions, *(p for programs in placeholders for p in programs)]:
+        for name in sorted(program.expression.variables):
             visit(name, ())
+
+    def answer(index: int) -> str:
+        values = ", ".join(f"(\n{_inline(p.expression)}\n)" for p in placeholders[index])
+        return f"[{index}, [{values}]]"
+
     try:
-        body = "-1"
+        body = answer(-1)
         for index in reversed(range(len(conditions))):
-            body = f"(\n{_inline(conditions[index].expression)}\n) ? {index} : ({body})"
+            body = f"(\n{_inline(conditions[index].expression)}\n) ? {answer(index)} : ({body})"
         for name in reversed(order):
             body = f"cel.bind({_BOUND}{name}, (\n{_inline(variables[name].expression)}\n), {body})"
-        return RulesProgram(body)
+        return RulesProgram(body, placeholders)
     except (ValueError, RuntimeError):  # `has(variables.x)`, or nesting the parser refuses
         return None
 
@@ -147,7 +159,7 @@ def _inline(expression: Expression) -> str:
 
 
 class _Scope:
-    __slots__ = ("_activation", "_bound", "_data", "_failed", "_programs", "_values")
+    __slots__ = ("_activation", "_bound", "_data", "_failed", "_given", "_programs", "_values")
 
     def __init__(self, data: dict[str, Any], programs: Mapping[str, Program]) -> None:
         self._data = data
@@ -157,8 +169,11 @@ class _Scope:
         data["variables"] = {}  # the same, as data for C++
         self._activation: Any = None
         self._bound: frozenset[str] = frozenset()  # the variables in `_activation`
+        self._given: dict[Program, Any] = {}  # placeholder values from the rules program
 
     def run(self, program: Program) -> Any:
+        if program in self._given:
+            return self._given[program]
         needed = program.expression.variables
         for name in needed:
             self._compute(name, ())
@@ -175,7 +190,9 @@ class _Scope:
         return {**self._values, **self._failed}
 
     def first_match(self, program: RulesProgram) -> int:
-        return program.first_match(self._activation_for(frozenset()))
+        index, values = program.first_match(self._activation_for(frozenset()))
+        self._given = dict(zip(program.placeholders[index], values, strict=True))
+        return index
 
     def _compute(self, name: str, chain: tuple[str, ...]) -> None:
         if name in self._values or name in self._failed:
@@ -213,9 +230,12 @@ class CelExpr:
         return Program(expression)
 
     def rules_program(
-        self, variables: Mapping[str, Any], conditions: Sequence[Any]
+        self,
+        variables: Mapping[str, Any],
+        conditions: Sequence[Any],
+        placeholders: Sequence[Sequence[Any]],
     ) -> RulesProgram | None:
-        return rules_program(variables, conditions)
+        return rules_program(variables, conditions, placeholders)
 
     def prepare(self, value: Mapping[str, Any]) -> Any:
         return to_data(dict(value), keep_null=False)

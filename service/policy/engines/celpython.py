@@ -272,7 +272,12 @@ class CelPython:
     def compile(self, expression: Expression) -> Program:
         return Program(expression)
 
-    def rules_program(self, variables: Mapping[str, Any], conditions: Sequence[Any]) -> None:
+    def rules_program(
+        self,
+        variables: Mapping[str, Any],
+        conditions: Sequence[Any],
+        placeholders: Sequence[Sequence[Any]],
+    ) -> None:
         return None  # no faster way than rule by rule in pure Python
 
     def prepare(self, value: Mapping[str, Any]) -> Value:
