@@ -9,6 +9,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from service import __version__
 from service.api.auth import load_tokens
+from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware
 from service.api.openapi import ContractSwaggerUI
 from service.api.problems import problem_details_config
@@ -43,8 +44,9 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
     )
     reloader = Reloader(state)
     metrics.activated(state.policy_set)
+    handlers = route_handlers(state)
     app = Litestar(
-        route_handlers=route_handlers(state),
+        route_handlers=handlers,
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -70,5 +72,8 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
     app.state.reloader = reloader
     # Wrap the whole handler, not just matched routes, so 404s and 405s are logged and
     # counted and carry an X-Request-ID too.
-    app.asgi_handler = RequestLogMiddleware(app.asgi_handler, metrics)
+    evaluate = next(h for h in handlers if h.operation_id == "evaluate")
+    app.asgi_handler = RequestLogMiddleware(
+        EvaluateLane(app.asgi_handler, state, evaluate), metrics
+    )
     return app

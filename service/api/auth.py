@@ -22,7 +22,16 @@ from service.api.observability import note
 from service.api.problems import problem
 from service.settings import Settings, SettingsError
 
-__all__ = ["SECURITY_SCHEME", "Tokens", "caller", "load_tokens", "require_token"]
+__all__ = [
+    "SECURITY_SCHEME",
+    "Tokens",
+    "authenticate",
+    "caller",
+    "identify",
+    "load_tokens",
+    "remember_caller",
+    "require_token",
+]
 
 SECURITY_SCHEME = "bearerAuth"
 MIN_LENGTH = 16
@@ -81,16 +90,19 @@ async def require_token(
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
     """401 unless the request carries a valid bearer token (when tokens are configured)."""
     tokens: Tokens = connection.app.state.handshake.tokens
-    if not tokens.enabled:
-        return
-    challenge = {"WWW-Authenticate": 'Bearer realm="handshake"'}
-    scheme, _, presented = connection.headers.get("authorization", "").partition(" ")
+    if tokens.enabled:
+        remember_caller(connection.scope, identify(tokens, connection.headers.get("authorization")))
+
+
+def identify(tokens: Tokens, authorization: str | None) -> str:
+    """The caller named by an `Authorization` header's bearer token; 401 problem otherwise."""
+    scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise problem(
             401,
             "send `Authorization: Bearer <token>`",
             code=("missing-token", "Authentication required"),
-            headers=challenge,
+            headers={"WWW-Authenticate": 'Bearer realm="handshake"'},
         )
     name = tokens.identify(presented.strip())
     if name is None:
@@ -100,8 +112,12 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
             code=("invalid-token", "Authentication required"),
             headers={"WWW-Authenticate": 'Bearer realm="handshake", error="invalid_token"'},
         )
-    connection.scope.setdefault("state", {})[_CALLER] = name
-    note(connection.scope, caller=name)
+    return name
+
+
+def remember_caller(scope: Any, name: str) -> None:
+    scope.setdefault("state", {})[_CALLER] = name
+    note(scope, caller=name)
 
 
 def caller(scope: Any) -> str:

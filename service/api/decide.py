@@ -1,10 +1,10 @@
-"""What every route that decides shares: strict body decoding, and one evaluation with its
-metrics and its decision log event."""
+"""What every route that decides shares: the JSON check, strict body decoding, and one
+evaluation with its metrics and its decision log event."""
 
 import hashlib
 import hmac
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -12,14 +12,45 @@ from litestar import Request
 
 from service.api.auth import caller
 from service.api.problems import FieldError, problem
+from service.api.schemas import EvaluateBody
 from service.api.state import AppState
 from service.policy import ConnectionRequest, Decision, PolicySet, evaluate
+from service.policy.evaluator import decision_id
 from service.policy.request import InputError, decode_json
 from service.settings import Settings
 
-__all__ = ["body_as", "timed_evaluation"]
+__all__ = ["body_as", "decide", "require_json", "timed_evaluation"]
 
 T = TypeVar("T")
+
+
+def require_json(content_type: str) -> None:
+    """415 unless the body is declared as JSON (`application/json` or `application/*+json`)."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise problem(415, f"expected `application/json`, got `{media or 'nothing'}`")
+
+
+def decide(state: AppState, body: EvaluateBody, scope: Any) -> Decision:
+    """One `POST /evaluate` body, against the set that is active now; raises
+    `UnknownPolicyError` before any work."""
+    policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
+    name = body.policy or state.settings.default_policy
+    now = body.now or datetime.now(UTC)
+    policy_set.get(name)
+    return timed_evaluation(
+        state,
+        scope,
+        policy_set,
+        name,
+        body.request,
+        now=now,
+        locale=body.locale,
+        explain=body.explain,
+        identifier=decision_id(policy_set, name, body.request, now, body.locale),
+    )
 
 
 def timed_evaluation(

@@ -4,7 +4,6 @@ Bodies are decoded here, strictly, with msgspec (litestar's own body parsing con
 leniently: `0` would pass for `false`). Their OpenAPI entries come from service/api/openapi.py.
 """
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -15,7 +14,7 @@ from litestar.params import FromPath
 from prometheus_client import generate_latest
 
 from service.api.auth import authenticate, require_token
-from service.api.decide import body_as, timed_evaluation
+from service.api.decide import body_as, decide, require_json
 from service.api.docs import responses
 from service.api.observability import note
 from service.api.openapi import contract
@@ -35,7 +34,6 @@ from service.api.state import AppState, ReloadStatus
 from service.api.webhooks import webhook_route
 from service.policy import Decision, UnknownPolicyError
 from service.policy.compiler import CompiledPolicy
-from service.policy.evaluator import decision_id
 from service.policy.request import InputError, convert
 
 __all__ = ["route_handlers"]
@@ -49,11 +47,7 @@ async def authorized_json(request: Request[Any, Any, Any]) -> None:
     A `before_request` hook, not guards: litestar copies the whole route handler for every
     guard it runs, which costs more than the check on the hot path."""
     authenticate(request)
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (
-        media.startswith("application/") and media.endswith("+json")
-    ):
-        raise problem(415, f"expected `application/json`, got `{media or 'nothing'}`")
+    require_json(request.headers.get("content-type", ""))
 
 
 class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -73,25 +67,6 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     settings, metrics = state.settings, state.metrics
     BatchBody = state.batch_body  # noqa: N806 - a type
 
-    def decide(body: EvaluateBody, request: Request[Any, Any, Any]) -> Decision:
-        """Evaluate against the set that is active now; raises `UnknownPolicyError`."""
-        policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
-        name = body.policy or settings.default_policy
-        now = body.now or datetime.now(UTC)
-        policy_set.get(name)  # unknown policy -> 404 before any work
-        identifier = decision_id(policy_set, name, body.request, now, body.locale)
-        return timed_evaluation(
-            state,
-            request.scope,
-            policy_set,
-            name,
-            body.request,
-            now=now,
-            locale=body.locale,
-            explain=body.explain,
-            identifier=identifier,
-        )
-
     @post(
         "/evaluate",
         status_code=200,
@@ -108,7 +83,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     )
     async def evaluate_one(request: Request[Any, Any, Any]) -> Response[bytes]:
         data = await body_as(request, EvaluateBody)
-        decision = decide(data, request)
+        decision = decide(state, data, request.scope)
         note(request.scope, decision_id=decision.decision_id)
         # Encoded here: litestar's typed return path costs more than the encoding itself.
         return Response(msgspec.json.encode(decision), media_type=MediaType.JSON)
@@ -136,7 +111,9 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         for index, raw in enumerate(items):
             try:
                 body = raw if isinstance(raw, EvaluateBody) else convert(raw, EvaluateBody)
-                results.append(BatchItem(index=index, status=200, decision=decide(body, request)))
+                results.append(
+                    BatchItem(index=index, status=200, decision=decide(state, body, request.scope))
+                )
             except InputError as exc:
                 error = FieldError(path=exc.path or "$", message=exc.message)
                 results.append(

@@ -1,0 +1,157 @@
+"""The fast lane for POST /evaluate answers exactly as the litestar route would.
+
+Each case is sent twice as raw ASGI: through the lane, and straight to the litestar app below
+it. Status, headers and body must be the same bytes (`now` is pinned, so decision ids are too),
+and the lane must have decided the plain cases itself, passing on only what the route answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from litestar import Litestar
+
+from service.api import create_app
+from service.api.lane import EvaluateLane
+from service.settings import Settings
+from tests.api.conftest import TOKEN, Log, sample
+from tests.conftest import POLICIES
+
+LIMIT = 4096
+NOW = "2026-11-22T09:00:00Z"
+
+
+def body(**fields: Any) -> bytes:
+    return json.dumps({"request": sample("old-colleague"), "now": NOW, **fields}).encode()
+
+
+def headers(token: str | None = TOKEN, media: str = "application/json") -> list[Any]:
+    found = [(b"content-type", media.encode())] if media else []
+    return found + ([(b"authorization", f"Bearer {token}".encode())] if token else [])
+
+
+async def call(
+    litestar: Litestar, app: Any, head: list[Any], chunks: list[bytes]
+) -> tuple[int, list[Any], bytes]:
+    scope = {
+        "app": litestar,  # as `Litestar.__call__` sets them before its handler
+        "litestar_app": litestar,
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/evaluate",
+        "raw_path": b"/evaluate",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), *head],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
+    messages = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, *rest = sent
+    return start["status"], start["headers"], b"".join(m.get("body", b"") for m in rest)
+
+
+@pytest.fixture
+def app(log: Log) -> Litestar:
+    return create_app(
+        Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}", max_body_bytes=LIMIT)
+    )
+
+
+def lanes(app: Litestar) -> tuple[EvaluateLane, Any, list[int]]:
+    """The app's lane with the route below it counted, that route, and the count."""
+    lane = app.asgi_handler.app  # type: ignore[attr-defined] - inside the request log
+    assert isinstance(lane, EvaluateLane)
+    passed: list[int] = []
+
+    async def route(scope: Any, receive: Any, send: Any) -> None:
+        passed.append(1)
+        await lane.app(scope, receive, send)
+
+    return EvaluateLane(route, lane.state, lane.route), lane.app, passed
+
+
+def answers(app: Litestar, head: list[Any], chunks: list[bytes]) -> tuple[Any, Any, bool]:
+    lane, route, passed = lanes(app)
+    through_lane = asyncio.run(call(app, lane, head, chunks))
+    from_route = asyncio.run(call(app, route, head, chunks))
+    return through_lane, from_route, not passed
+
+
+DECIDED = {
+    "plain": (headers(), [body()]),
+    "explained, in German, named policy": (
+        headers(),
+        [body(explain=True, locale="de", policy="examples/met-or-worked")],
+    ),
+    "in chunks": (headers(), [body()[:10], body()[10:50], body()[50:]]),
+    "json with a charset": (headers(media="application/json; charset=utf-8"), [body()]),
+}
+PASSED_ON = {
+    "no token": (headers(token=None), [body()], 401),
+    "a wrong token": (headers(token="not-the-token-at-all"), [body()], 401),
+    "not json": (headers(media="text/plain"), [body()], 415),
+    "no media type": (headers(media=""), [body()], 415),
+    "malformed json": (headers(), [b'{"request": '], 400),
+    "an invalid field": (headers(), [body(locale=7)], 400),
+    "an unknown policy": (headers(), [body(policy="nope")], 404),
+    "over the limit, announced": (
+        [*headers(), (b"content-length", str(LIMIT + 1).encode())],
+        [b" " * (LIMIT + 1)],
+        413,
+    ),
+    "over the limit, streamed": (headers(), [body(), b" " * LIMIT], 413),
+    "a bad content-length": ([*headers(), (b"content-length", b"12x")], [body()], 400),
+}
+
+
+@pytest.mark.parametrize("case", DECIDED)
+def test_the_lane_decides_the_plain_cases_as_the_route_would(app: Litestar, case: str) -> None:
+    head, chunks = DECIDED[case]
+    through_lane, from_route, decided_by_lane = answers(app, head, chunks)
+    assert through_lane == from_route
+    assert through_lane[0] == 200
+    assert json.loads(through_lane[2])["decision_id"]
+    assert decided_by_lane
+
+
+@pytest.mark.parametrize("case", PASSED_ON)
+def test_everything_else_goes_to_the_route_with_its_body(app: Litestar, case: str) -> None:
+    head, chunks, status = PASSED_ON[case]
+    through_lane, from_route, decided_by_lane = answers(app, head, chunks)
+    assert through_lane == from_route
+    assert through_lane[0] == status
+    assert not decided_by_lane
+
+
+def test_a_fault_while_deciding_is_the_routes_500(
+    app: Litestar, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("service.api.decide.evaluate", broken)
+    through_lane, from_route, decided_by_lane = answers(app, headers(), [body()])
+    assert through_lane == from_route
+    assert through_lane[0] == 500
+    assert not decided_by_lane
+    assert [e["event"] for e in log.events()].count("internal_error") == 2  # logged, each time
