@@ -3,6 +3,7 @@ evaluation with its metrics and its decision log event."""
 
 import hashlib
 import hmac
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -74,6 +75,8 @@ def timed_evaluation(
     )
     seconds = time.perf_counter() - started
     state.metrics.decided(decision, seconds)
+    if not state.decision_log.is_enabled_for(logging.INFO):
+        return decision  # the event is not written: do not build it (once per decision)
     state.decision_log.info(
         "decision",
         decision_id=decision.decision_id,

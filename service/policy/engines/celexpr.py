@@ -266,22 +266,21 @@ def request_data(request: ConnectionRequest) -> dict[str, Any]:
     """
     if b"\\u0000" in msgspec.json.encode(request):
         raise UnrepresentableError("a string holds U+0000")
-    data: dict[str, Any] = msgspec.to_builtins(request, builtin_types=(datetime,))
-    _prune(data)
+    data = _present(msgspec.to_builtins(request, builtin_types=(datetime,)))
     for key in _STRUCTS:
-        _prune(data[key])
+        data[key] = _present(data[key])
     if request.attributes:
         data["attributes"] = to_data(data["attributes"], keep_null=False)
     return data
 
 
-def _prune(fields: dict[str, Any]) -> None:
-    """Leave out absent (None) fields, so that `has()` works; timestamps for C++."""
-    for key, value in list(fields.items()):
-        if value is None:
-            del fields[key]
-        elif type(value) is datetime:
-            fields[key] = _timestamp(value)
+def _present(fields: dict[str, Any]) -> dict[str, Any]:
+    """Without the absent (None) fields, so that `has()` works; timestamps for C++."""
+    return {
+        key: _timestamp(value) if type(value) is datetime else value
+        for key, value in fields.items()
+        if value is not None
+    }
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
