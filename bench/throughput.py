@@ -1,12 +1,14 @@
 """HTTP benchmark in one run: Handshake's bare ceiling, /evaluate per CEL engine, a batch of
 100, and Cerbos as a peer, all driven by wrk with the same settings.
 
-    python bench/throughput.py [--seconds 10] [--connections 64] [--workers 2]
+    python bench/throughput.py [--seconds 10] [--rounds 3] [--connections 64] [--workers 2]
                                [--engines cel-expr-python,cel-python] [--memory-seconds 0]
                                [--no-cerbos]
 
-Targets, each measured for a fixed time with `wrk -t1 -c<connections> -d<seconds>s --latency`
-(Debian package `wrk`) against a fresh server on a free loopback port:
+Every server is started up front on a free loopback port and runs until the last round. Each
+round drives every target once, in the order of the table, for a fixed time with
+`wrk -t1 -c<connections> -d<seconds>s --latency` (Debian package `wrk`), so the targets are
+interleaved in time and a noisy neighbour weighs on all of them alike:
 
   bare       GET  /health/live on Handshake: the same stack doing no work (the ceiling)
   evaluate   POST /evaluate, `old-colleague` sample, `default` policy; one server per engine
@@ -14,14 +16,16 @@ Targets, each measured for a fixed time with `wrk -t1 -c<connections> -d<seconds
   batch      POST /evaluate/batch of 100 samples, first engine (decisions/s = requests/s x 100)
   cerbos     POST /api/check/resources on Cerbos (pinned, installed from npm into bench/.cache),
              with bench/cerbos/policies: the same policy, one decision per check
-  memory     with --memory-seconds N: one worker, N s of /evaluate, resident memory before/after
+  memory     with --memory-seconds N, after the rounds: its own server with one worker, N s of
+             /evaluate, resident memory before/after
 
 Before any load, every server must give the expected decision for the samples in
 examples/requests/ (and Cerbos must pass its copy of the policy's test suite); the run stops
-otherwise. A Handshake server that does not start (e.g. an engine the service does not know)
-is reported in the table and the run goes on. It prints a table (requests/s, decisions/s,
-p50, p99, resident memory, share of bare, ratio to Cerbos), whether the targets are met, and
-writes both, with the machine's description and the command, to bench/results/http-<UTC>.md.
+otherwise. A server that does not start (e.g. an engine the service does not know) is
+reported in the table and the run goes on. It prints a table (requests/s, decisions/s,
+p50, p99: medians over the rounds; errors summed; resident memory after the last round; share
+of bare, ratio to Cerbos), the requests/s of each round, whether the targets are met, and
+writes them, with the machine's description and the command, to bench/results/http-<UTC>.md.
 Load generator and servers share the machine: compare figures within one run.
 """
 
@@ -39,11 +43,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from statistics import median
+from typing import Any, TypeVar
 
 import httpx
 
@@ -64,6 +69,8 @@ BATCH_ITEMS = 100
 MEMORY_TARGET_MIB = 150
 START_TIMEOUT = 60  # seconds for a server to become ready
 
+T = TypeVar("T")
+
 LUA = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = [==[%s]==]
@@ -80,17 +87,43 @@ class Row:
 
     target: str
     decisions_per_request: int = 1
-    rps: float = 0.0
-    p50: float = 0.0
-    p99: float = 0.0
-    errors: int = 0
+    rounds: list[dict[str, float]] = field(default_factory=list)  # wrk's figures, one a round
     rss: list[float] = field(default_factory=list)  # MiB, one per serving process
     note: str = ""  # e.g. why a server did not start
     ok: bool = True
 
+    def _median(self, key: str) -> float:
+        return median(r[key] for r in self.rounds) if self.rounds else 0.0
+
+    @property
+    def rps(self) -> float:
+        return self._median("rps")
+
+    @property
+    def p50(self) -> float:
+        return self._median("p50")
+
+    @property
+    def p99(self) -> float:
+        return self._median("p99")
+
+    @property
+    def errors(self) -> int:
+        return int(sum(r["errors"] for r in self.rounds))
+
     @property
     def decisions(self) -> float:
         return self.rps * self.decisions_per_request
+
+
+@dataclass
+class Target:
+    """A row measured once a round: where wrk sends what, and whose memory to read after."""
+
+    row: Row
+    body: str | None = None
+    url: str = ""  # set once its server is up and verified
+    pids: list[int] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------
@@ -99,7 +132,10 @@ class Row:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=10, help="per load (default 10)")
+    parser.add_argument("--seconds", type=int, default=10, help="per target and round (default 10)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds, medians reported (default 3)"
+    )
     parser.add_argument("--connections", type=int, default=64, help="wrk -c (default 64)")
     parser.add_argument("--workers", type=int, default=2, help="Handshake workers (default 2)")
     parser.add_argument(
@@ -116,6 +152,8 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--no-cerbos", action="store_true", help="skip the Cerbos peer")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()] or ["default"]
     return args
 
@@ -190,9 +228,8 @@ def _ms(text: str) -> float:
 
 
 def measure(row: Row, url: str, args: argparse.Namespace, body: str | None, tmp: Path) -> Row:
-    result = wrk(url, args, body, tmp)
-    row.rps, row.p50, row.p99 = result["rps"], result["p50"], result["p99"]
-    row.errors = int(result["errors"])
+    """One more round of `row`."""
+    row.rounds.append(wrk(url, args, body, tmp))
     return row
 
 
@@ -445,52 +482,97 @@ def verify(target: str, got: dict[str, Any], reference: dict[str, Any]) -> None:
     print(f"verified {target}: {SAMPLE} -> {EXPECTED[0]} ({EXPECTED[1]})", flush=True)
 
 
-def run_cerbos(
-    args: argparse.Namespace, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
-) -> Row:
+def start(
+    servers: ExitStack, server: AbstractContextManager[T], name: str, rows: list[Row]
+) -> T | None:
+    """Keep `server` running until `servers` closes; None, `rows` marked, if it does not start."""
+    try:
+        return servers.enter_context(server)
+    except StartError as exc:
+        for row in rows:
+            row.ok, row.note = False, f"did not start: {exc}"
+        print(f"{name} did not start: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
+def start_cerbos(
+    servers: ExitStack, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
+) -> Target:
     binary = install_cerbos()
     cerbos_compile(binary)
-    row = Row("cerbos POST /api/check/resources")
     body = json.dumps(cerbos_body(SAMPLE, examples[SAMPLE]))
-    with cerbos(binary, tmp) as (url, pid):
+    target = Target(Row("cerbos POST /api/check/resources"), body)
+    if server := start(servers, cerbos(binary, tmp), "cerbos", [target.row]):
+        url, pid = server
         verify("cerbos", cerbos_decisions(url, examples), ref)
-        measure(row, f"{url}/api/check/resources", args, body, tmp)
-        row.rss = [rss_mib(pid)]
-    return row
+        target.url, target.pids = f"{url}/api/check/resources", [pid]
+    return target
 
 
-def run_handshake(
-    args: argparse.Namespace, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
-) -> list[Row]:
+def start_handshake(
+    servers: ExitStack,
+    args: argparse.Namespace,
+    tmp: Path,
+    examples: dict[str, Any],
+    ref: dict[str, Any],
+) -> list[Target]:
+    """The bare server, then one per engine; the targets in the order of the table."""
     body = json.dumps(evaluate_body(examples[SAMPLE]))
     batch_body = json.dumps({"items": [evaluate_body(examples[SAMPLE])] * BATCH_ITEMS})
-    bare = Row("bare GET /health/live", decisions_per_request=0)
-    rows = [bare]
-    try:
-        # Bare does not depend on the engine: its own server, without the engine variable.
-        with handshake("default", args.workers, tmp) as (url, pids):
-            measure(bare, f"{url}/health/live", args, None, tmp)
-            bare.rss = [rss_mib(pid) for pid in pids]
-    except StartError as exc:
-        bare.ok, bare.note = False, f"did not start: {exc}"
+    bare = Target(Row("bare GET /health/live", decisions_per_request=0))
+    # Bare does not depend on the engine: its own server, without the engine variable.
+    server = start(servers, handshake("default", args.workers, tmp), "handshake", [bare.row])
+    if server:
+        url, pids = server
+        bare.url, bare.pids = f"{url}/health/live", pids
+    targets = [bare]
     for index, engine in enumerate(args.engines):
-        evaluate = Row(f"POST /evaluate ({engine})")
-        batch = Row(f"POST /evaluate/batch of {BATCH_ITEMS} ({engine})", BATCH_ITEMS)
-        rows += [evaluate, batch] if index == 0 else [evaluate]
-        try:
-            with handshake(engine, args.workers, tmp) as (url, pids):
-                verify(f"handshake ({engine})", handshake_decisions(url, examples), ref)
-                measure(evaluate, f"{url}/evaluate", args, body, tmp)
-                evaluate.rss = [rss_mib(pid) for pid in pids]
-                if index == 0:
-                    check_batch(url, batch_body)
-                    measure(batch, f"{url}/evaluate/batch", args, batch_body, tmp)
-                    batch.rss = [rss_mib(pid) for pid in pids]
-        except StartError as exc:
-            for row in (evaluate, batch):
-                row.ok, row.note = False, f"did not start: {exc}"
-            print(f"handshake ({engine}) did not start: {exc}", file=sys.stderr, flush=True)
-    return rows
+        evaluate = Target(Row(f"POST /evaluate ({engine})"), body)
+        batch = Target(
+            Row(f"POST /evaluate/batch of {BATCH_ITEMS} ({engine})", BATCH_ITEMS), batch_body
+        )
+        targets += [evaluate, batch] if index == 0 else [evaluate]
+        name = f"handshake ({engine})"
+        server = start(
+            servers, handshake(engine, args.workers, tmp), name, [evaluate.row, batch.row]
+        )
+        if not server:
+            continue
+        url, pids = server
+        verify(name, handshake_decisions(url, examples), ref)
+        evaluate.url, evaluate.pids = f"{url}/evaluate", pids
+        if index == 0:
+            check_batch(url, batch_body)
+            batch.url, batch.pids = f"{url}/evaluate/batch", pids
+    return targets
+
+
+def measure_rounds(targets: list[Target], args: argparse.Namespace, tmp: Path) -> None:
+    """Each round drives every started target once, in order; then reads their memory."""
+    started = [target for target in targets if target.row.ok]
+    for number in range(1, args.rounds + 1):
+        for target in started:
+            measure(target.row, target.url, args, target.body, tmp)
+            rps = target.row.rounds[-1]["rps"]
+            print(
+                f"round {number}/{args.rounds}: {target.row.target}: {rps:,.0f} requests/s",
+                flush=True,
+            )
+    for target in started:
+        target.row.rss = [rss_mib(pid) for pid in target.pids]
+
+
+def run_servers(
+    args: argparse.Namespace, tmp: Path, examples: dict[str, Any], ref: dict[str, Any]
+) -> tuple[list[Row], Row | None]:
+    """Start and verify every server, measure the rounds, stop them all: the Handshake rows
+    and the Cerbos row (None with --no-cerbos)."""
+    with ExitStack() as servers:
+        # Cerbos first: a failed install or a policy mismatch stops the run before the long part.
+        peer = None if args.no_cerbos else start_cerbos(servers, tmp, examples, ref)
+        targets = start_handshake(servers, args, tmp, examples, ref)
+        measure_rounds([*targets, *([peer] if peer else [])], args, tmp)
+    return [target.row for target in targets], peer.row if peer else None
 
 
 def run_memory(args: argparse.Namespace, tmp: Path, examples: dict[str, Any]) -> Row:
@@ -537,6 +619,16 @@ def table(rows: list[Row], cerbos: Row | None) -> list[str]:
             f"{versus if row.decisions_per_request else '-'} | {row.errors} |"
         )
     return lines
+
+
+def per_round(rows: list[Row]) -> list[str]:
+    """The requests/s of each round, in order, for the rows measured more than once."""
+    lines = [
+        f"- {row.target}: " + " / ".join(f"{r['rps']:,.0f}" for r in row.rounds)
+        for row in rows
+        if row.ok and len(row.rounds) > 1
+    ]
+    return ["", "Requests/s in each round:", "", *lines] if lines else []
 
 
 def _ratio(value: float, base: float) -> str:
@@ -616,12 +708,12 @@ def main() -> int:
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        # Cerbos first: a failed install or a policy mismatch stops the run before the long part.
-        cerbos = None if args.no_cerbos else run_cerbos(args, tmp, examples, reference)
-        rows = run_handshake(args, tmp, examples, reference)
+        rows, cerbos = run_servers(args, tmp, examples, reference)
+        # After the rounds, with the other servers stopped, as a run of its own.
         memory = run_memory(args, tmp, examples) if args.memory_seconds else None
     all_rows = rows + [r for r in (cerbos, memory) if r]
     settings = (
+        f"{args.rounds} interleaved rounds, medians; "
         f"wrk -t1 -c{args.connections} -d{args.seconds}s --latency on the same machine; "
         f"Handshake: {args.workers} workers, request log off; sample `{SAMPLE}` on `default`"
     )
@@ -634,10 +726,13 @@ def main() -> int:
         f"- settings: {settings}",
         "",
         *table(all_rows, cerbos),
+        *per_round(all_rows),
         *[f"\n{row.target}: {row.note}" for row in all_rows if not row.ok],
         "",
-        "RSS: resident memory (VmRSS) of each Handshake worker / of Cerbos after the load; "
-        "memory row: before -> after. Errors: non-2xx answers and socket errors (timeouts).",
+        f"Requests/s, p50, p99: medians over the {args.rounds} rounds. "
+        "RSS: resident memory (VmRSS) of each Handshake worker / of Cerbos after the last "
+        "round; memory row: before -> after. Errors: non-2xx answers and socket errors "
+        "(timeouts), summed over the rounds.",
         "",
         "Targets:",
         "",
