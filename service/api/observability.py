@@ -7,9 +7,10 @@ bound into the log context. Handlers add decision fields to the request's log ev
 
 from __future__ import annotations
 
+import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 import structlog
@@ -109,7 +110,9 @@ class RequestLogMiddleware:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
-        self.log = structlog.get_logger("handshake")
+        # Bound once (logging is configured before the app is made): the module proxy would
+        # build a logger on every request.
+        self.log = structlog.get_logger("handshake").bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -130,15 +133,16 @@ class RequestLogMiddleware:
                 ]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                seconds = time.perf_counter() - started
-                route = _route(scope)
-                known = method if method in _METHODS else "OTHER"  # clients choose methods
-                self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
-                self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started
+            route = _route(scope)
+            known = method if method in _METHODS else "OTHER"  # clients choose methods
+            self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
+            self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
+            if self.log.is_enabled_for(logging.INFO):  # else do not even build the event
                 fields = scope.get("state", {}).get(_LOG_KEY, {})
                 self.log.info(
                     "request",
@@ -148,6 +152,7 @@ class RequestLogMiddleware:
                     duration_ms=round(seconds * 1000, 3),
                     **fields,
                 )
+            structlog.contextvars.reset_contextvars(**bound)
 
 
 def _request_id(scope: Scope) -> str:
@@ -157,7 +162,8 @@ def _request_id(scope: Scope) -> str:
             if _SANE_ID.match(text):
                 return text
             break
-    return uuid.uuid4().hex
+    # Unique, not secret: 128 random bits from the fast generator (reseeded in a forked child).
+    return f"{random.getrandbits(128):032x}"
 
 
 def _route(scope: Scope) -> str:
