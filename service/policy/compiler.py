@@ -20,6 +20,7 @@ from service.policy.engines import (
     Engine,
     Expression,
     Program,
+    RequestFields,
     Scope,
     get_engine,
     parse,
@@ -82,12 +83,15 @@ class CompiledPolicy:
     engine: Engine
     parts: PolicyParts  # what it was compiled from: for `reference()`
     rules_program: Any = None  # the engine's one-call form of the rules, if it has one
+    request_fields: RequestFields | None = None  # what the expressions read (None: anything)
     _reference: list[CompiledPolicy] = field(default_factory=list, compare=False)
 
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
         """The names CEL sees; `variables` are computed lazily, at most once each. Raises
         `UnrepresentableError` for a request the engine cannot hold (see `reference`)."""
-        return self.engine.scope(request, now, self.params_data, self.variables)
+        return self.engine.scope(
+            request, now, self.params_data, self.variables, self.request_fields
+        )
 
     def reference(self) -> CompiledPolicy:
         """This policy under the reference engine, compiled on first use, for the rare request
@@ -192,6 +196,12 @@ class _Compiler:
         default = self.outcome(parts.default[1], parts.default[0])
         if any(p.severity == "error" for p in self.problems) or default is None:
             return None
+        outcomes = (*(rule.outcome for rule in rules), default)
+        programs = [
+            *variables.values(),
+            *(rule.when for rule in rules),
+            *(p for outcome in outcomes for p in outcome.placeholder_programs()),
+        ]
         return CompiledPolicy(
             name=parts.name,
             file=parts.source.name,
@@ -209,8 +219,9 @@ class _Compiler:
             rules_program=self.engine.rules_program(
                 variables,
                 [rule.when for rule in rules],
-                [o.placeholder_programs() for o in (*(r.outcome for r in rules), default)],
+                [outcome.placeholder_programs() for outcome in outcomes],
             ),
+            request_fields=refs.request_fields(p.expression.tree for p in programs),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:

@@ -7,14 +7,14 @@ afterwards by the C++ CEL checker (service/policy/engines/typecheck.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import lark
 import msgspec
 
-from service.policy.engines.base import MACROS, type_name
+from service.policy.engines.base import MACROS, RequestFields, type_name
 from service.policy.errors import did_you_mean
 from service.policy.request import ConnectionRequest
 
@@ -26,6 +26,7 @@ __all__ = [
     "check_path",
     "iterations",
     "references",
+    "request_fields",
     "shape_of_value",
 ]
 
@@ -260,3 +261,26 @@ def check_path(path: tuple[str, ...], shape: Shape) -> tuple[int, str] | None:
             return index, f"unknown field `{dotted}.{segment}`{did_you_mean(segment, shape)}"
         shape = shape[segment]
     return None
+
+
+def request_fields(trees: Iterable[Tree]) -> RequestFields | None:
+    """What these expressions read of the request: per top-level field, the sub-fields read
+    (sorted), or None for all of it; None overall when `request` is used whole (or in a way
+    this does not follow, such as an index). An engine may leave every other field out of the
+    data it builds for an evaluation: nothing can read it."""
+    top = REQUEST_SHAPE if isinstance(REQUEST_SHAPE, Mapping) else {}
+    read: dict[str, set[str] | None] = {}
+    for tree in trees:
+        for found in references(tree):
+            if not isinstance(found, Reference) or found.path[0] != "request":
+                continue
+            path = found.path
+            if len(path) == 1 or path[1] not in top:
+                return None
+            shape, names = top[path[1]], read.setdefault(path[1], set())
+            if len(path) > 2 and isinstance(shape, Mapping) and path[2] in shape:
+                if names is not None:
+                    names.add(path[2])
+            else:  # a field read as a whole: `has(request.message)`, `request.attributes.x`
+                read[path[1]] = None
+    return {key: None if names is None else tuple(sorted(names)) for key, names in read.items()}

@@ -27,6 +27,7 @@ __all__ = [
     "EvalError",
     "Expression",
     "Program",
+    "RequestFields",
     "Scope",
     "UnrepresentableError",
     "json_number",
@@ -104,6 +105,11 @@ class Scope(Protocol):
         ...
 
 
+# What a policy reads of the request: per top-level field, the sub-fields it reads, or None for
+# all of it (service/policy/references.py, `request_fields`).
+RequestFields = Mapping[str, tuple[str, ...] | None]
+
+
 class Engine(Protocol):
     name: str
 
@@ -133,9 +139,12 @@ class Engine(Protocol):
         now: datetime,
         params: Any,
         variables: Mapping[str, Any],
+        fields: RequestFields | None = None,
     ) -> Scope:
         """Names for one evaluation; `variables` (name -> Program) are computed lazily, once.
-        Raises `UnrepresentableError` for a request this engine cannot hold."""
+        `fields`: what the policy's expressions read of the request (None: anything); an
+        engine may leave the rest out. Raises `UnrepresentableError` for a request this
+        engine cannot hold."""
         ...
 
     def bind(self, names: Mapping[str, Any]) -> Scope:

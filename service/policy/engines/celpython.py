@@ -29,6 +29,7 @@ from service.policy.engines.base import (
     CelSyntaxError,
     EvalError,
     Expression,
+    RequestFields,
     json_number,
 )
 from service.policy.request import ConnectionRequest
@@ -289,8 +290,10 @@ class CelPython:
         now: datetime,
         params: Value,
         variables: Mapping[str, Any],
+        fields: RequestFields | None = None,
     ) -> _Scope:
-        # Absent (None) fields are left out, so `has()` works.
+        # Absent (None) fields are left out, so `has()` works. All fields, whatever `fields`
+        # says: the reference engine keeps to the plainest conversion.
         cel_request = to_cel(msgspec.to_builtins(request, builtin_types=(datetime,)))
         names = {"request": cel_request, "now": to_cel(now), "params": params}
         return _Scope(names, variables)
