@@ -11,6 +11,9 @@ round drives every target once, in the order of the table, for a fixed time with
 interleaved in time and a noisy neighbour weighs on all of them alike:
 
   bare       GET  /health/live on Handshake: the same stack doing no work (the ceiling)
+  bare POST  POST of the same body to bench/bare.py: litestar + msgspec decoding it into the
+             same type and answering a small object, no policy work (the issue's "litestar +
+             msgspec, bare endpoint": the framework's ceiling for this endpoint's shape)
   evaluate   POST /evaluate, `old-colleague` sample, `default` policy; one server per engine
              (HANDSHAKE_CEL_ENGINE=<engine>; the engine `default` leaves the variable unset)
   batch      POST /evaluate/batch of 100 samples, first engine (decisions/s = requests/s x 100)
@@ -24,7 +27,9 @@ examples/requests/ (and Cerbos must pass its copy of the policy's test suite); t
 otherwise. A server that does not start (e.g. an engine the service does not know) is
 reported in the table and the run goes on. It prints a table (requests/s, decisions/s,
 p50, p99: medians over the rounds; errors summed; resident memory after the last round; share
-of bare, ratio to Cerbos), the requests/s of each round, whether the targets are met, and
+of bare, ratio to Cerbos), the requests/s of each round with how the CPU time was split among
+the workers (uvicorn's workers share one listening socket, and a burst of connections can
+land mostly on one of them), whether the targets are met, and
 writes them, with the machine's description and the command, to bench/results/http-<UTC>.md.
 Load generator and servers share the machine: compare figures within one run.
 """
@@ -54,6 +59,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.bare import PATH as BARE_PATH  # noqa: E402
 from tests.api.server import free_port  # noqa: E402
 
 BENCH = ROOT / "bench"
@@ -66,6 +72,7 @@ SAMPLE = "old-colleague"
 EXPECTED = ("defer", "reconnect-first")  # the sample's (decision, rule) under `default`
 ACTIONS = ["accept", "ignore", "decline", "defer"]  # Cerbos: one action per decision
 BATCH_ITEMS = 100
+BARE_POST_ROW = "bare POST, litestar + msgspec (bench/bare.py)"
 MEMORY_TARGET_MIB = 150
 START_TIMEOUT = 60  # seconds for a server to become ready
 
@@ -88,6 +95,7 @@ class Row:
     target: str
     decisions_per_request: int = 1
     rounds: list[dict[str, float]] = field(default_factory=list)  # wrk's figures, one a round
+    cpu_split: list[list[float]] = field(default_factory=list)  # each worker's share, a round
     rss: list[float] = field(default_factory=list)  # MiB, one per serving process
     note: str = ""  # e.g. why a server did not start
     ok: bool = True
@@ -237,6 +245,12 @@ def measure(row: Row, url: str, args: argparse.Namespace, body: str | None, tmp:
 # Processes and memory
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of `pid` so far (/proc/<pid>/stat, fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024  # type: ignore[union-attr]
@@ -259,13 +273,16 @@ def workers_of(pid: int, workers: int) -> list[int]:
     return sorted(children)
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path, name: str) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, name: str, status: int = 200
+) -> None:
+    """Until GET `url` answers `status`."""
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise StartError(f"{name} exited with {process.returncode}: {_tail(log)}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == status:
                 return
         except httpx.TransportError:
             pass
@@ -316,6 +333,26 @@ def handshake(engine: str, workers: int, tmp: Path) -> Iterator[tuple[str, list[
         wait_ready(process, f"{url}/health/ready", log, f"handshake ({engine})")
         pids = _wait_for_workers(process, workers)
         yield url, pids
+    finally:
+        stop(process)
+
+
+@contextmanager
+def bare_post(workers: int, tmp: Path) -> Iterator[tuple[str, list[int]]]:
+    """bench/bare.py under uvicorn with `handshake serve`'s options; its URL and workers."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "--factory", "bench.bare:app"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    command += ["--no-access-log", "--no-server-header", "--no-proxy-headers"]
+    command += ["--log-level", "warning"]
+    log = tmp / f"bare-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        # A POST route only: GET answers 405 once it is up.
+        wait_ready(process, f"{url}{BARE_PATH}", log, "bare POST", status=405)
+        yield url, _wait_for_workers(process, workers)
     finally:
         stop(process)
 
@@ -516,7 +553,7 @@ def start_handshake(
     examples: dict[str, Any],
     ref: dict[str, Any],
 ) -> list[Target]:
-    """The bare server, then one per engine; the targets in the order of the table."""
+    """The bare servers, then one per engine; the targets in the order of the table."""
     body = json.dumps(evaluate_body(examples[SAMPLE]))
     batch_body = json.dumps({"items": [evaluate_body(examples[SAMPLE])] * BATCH_ITEMS})
     bare = Target(Row("bare GET /health/live", decisions_per_request=0))
@@ -525,7 +562,12 @@ def start_handshake(
     if server:
         url, pids = server
         bare.url, bare.pids = f"{url}/health/live", pids
-    targets = [bare]
+    bare_post_target = Target(Row(BARE_POST_ROW, decisions_per_request=0), body)
+    server = start(servers, bare_post(args.workers, tmp), "bare POST", [bare_post_target.row])
+    if server:
+        url, pids = server
+        bare_post_target.url, bare_post_target.pids = f"{url}{BARE_PATH}", pids
+    targets = [bare, bare_post_target]
     for index, engine in enumerate(args.engines):
         evaluate = Target(Row(f"POST /evaluate ({engine})"), body)
         batch = Target(
@@ -552,7 +594,10 @@ def measure_rounds(targets: list[Target], args: argparse.Namespace, tmp: Path) -
     started = [target for target in targets if target.row.ok]
     for number in range(1, args.rounds + 1):
         for target in started:
+            before = [cpu_seconds(pid) for pid in target.pids]
             measure(target.row, target.url, args, target.body, tmp)
+            used = [cpu_seconds(pid) - b for pid, b in zip(target.pids, before, strict=True)]
+            target.row.cpu_split.append([u / (sum(used) or 1) for u in used])
             rps = target.row.rounds[-1]["rps"]
             print(
                 f"round {number}/{args.rounds}: {target.row.target}: {rps:,.0f} requests/s",
@@ -624,11 +669,20 @@ def table(rows: list[Row], cerbos: Row | None) -> list[str]:
 def per_round(rows: list[Row]) -> list[str]:
     """The requests/s of each round, in order, for the rows measured more than once."""
     lines = [
-        f"- {row.target}: " + " / ".join(f"{r['rps']:,.0f}" for r in row.rounds)
+        f"- {row.target}: "
+        + " / ".join(
+            f"{r['rps']:,.0f}" + (f" ({_split(split)})" if len(split) > 1 else "")
+            for r, split in zip(row.rounds, row.cpu_split or [[]] * len(row.rounds), strict=True)
+        )
         for row in rows
         if row.ok and len(row.rounds) > 1
     ]
-    return ["", "Requests/s in each round:", "", *lines] if lines else []
+    note = "in brackets: each worker's share of the CPU time the server used in that round"
+    return ["", f"Requests/s in each round ({note}):", "", *lines] if lines else []
+
+
+def _split(shares: list[float]) -> str:
+    return "/".join(f"{share:.0%}".rstrip("%") for share in shares) + "%"
 
 
 def _ratio(value: float, base: float) -> str:
@@ -642,7 +696,7 @@ def targets(
     rows: list[Row], cerbos: Row | None, memory: Row | None, args: argparse.Namespace
 ) -> list[str]:
     """Each target: met, MISSED, or n/a when a row it needs was not measured."""
-    bare, evaluate, batch = rows[:3]  # evaluate and batch: the first engine
+    bare, bare_post, evaluate, batch = rows[:4]  # evaluate and batch: the first engine
     # (name, the rows it needs, is it met, what was measured)
     checks: list[tuple[str, list[Row], Callable[[], bool], Callable[[], str]]] = [
         (
@@ -650,6 +704,12 @@ def targets(
             [bare, evaluate],
             lambda: evaluate.rps >= 0.6 * bare.rps,
             lambda: _ratio(evaluate.rps, bare.rps),
+        ),
+        (
+            f"{evaluate.target} >= 60% of the {bare_post.target} requests/s",
+            [bare_post, evaluate],
+            lambda: evaluate.rps >= 0.6 * bare_post.rps,
+            lambda: _ratio(evaluate.rps, bare_post.rps),
         ),
         (
             f"{evaluate.target} p99 <= 2x bare p99",
