@@ -6,8 +6,10 @@ SIGTERM: uvicorn stops accepting connections, lets in-flight requests finish (up
 
 from __future__ import annotations
 
+import faulthandler
 import ipaddress
 import os
+import signal
 import time
 from types import FrameType
 from typing import Any
@@ -147,6 +149,8 @@ def app_from_environment() -> Litestar:
 
     settings = load_settings()
     configure_logging(settings)
+    # `kill -USR1 <pid>`: every thread's stack on stderr, for a worker that seems stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     app = create_app(settings)
     _APPS.append(app)
     return app

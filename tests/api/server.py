@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -22,6 +23,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_OUTPUTS: dict[int, IO[bytes]] = {}  # pid -> what the server has written so far
+
+
+def output_of(process: subprocess.Popen[bytes]) -> str:
+    """What a server started by `running_server` has written so far (its log)."""
+    output = _OUTPUTS[process.pid]
+    output.seek(0)
+    text = output.read().decode(errors="replace")
+    output.seek(0, os.SEEK_END)
+    return text
+
+
+def stacks_of(process: subprocess.Popen[bytes]) -> str:
+    """The server's log, ending with every thread's stack (SIGUSR1: faulthandler), for a
+    test to show when the server does not do what it should."""
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(1)
+    return output_of(process)[-20_000:]
 
 
 @contextmanager
@@ -57,8 +78,10 @@ def running_server(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready within {timeout} s")
             time.sleep(0.1)
+        _OUTPUTS[process.pid] = output
         yield url, process
     finally:
+        _OUTPUTS.pop(process.pid, None)
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:

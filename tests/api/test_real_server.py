@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import TOKEN, sample
-from tests.api.server import ROOT, running_server
+from tests.api.server import ROOT, running_server, stacks_of
 
 
 def test_serve_answers_and_stops_on_sigterm() -> None:
@@ -24,6 +24,14 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
         assert len(odd.headers["x-request-id"]) == 32
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
     assert process.returncode in (0, -signal.SIGTERM)
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_server_goes_on() -> None:
+    with running_server() as (url, process):
+        dump = stacks_of(process)
+        assert "Current thread" in dump  # faulthandler's dump, main thread first
+        assert "service/server.py" in dump or "uvicorn" in dump  # a real stack, not a banner
+        assert httpx.get(f"{url}/health/ready", timeout=10).status_code == 200
 
 
 def test_serve_refuses_broken_policies_listing_every_problem(tmp_path: Path) -> None:

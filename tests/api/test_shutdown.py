@@ -9,13 +9,15 @@ until readiness says the server is draining.
 from __future__ import annotations
 
 import signal
+import subprocess
 import threading
 import time
 
 import httpx
+import pytest
 
 from tests.api.conftest import sample
-from tests.api.server import running_server
+from tests.api.server import running_server, stacks_of
 
 BODY = {"request": sample("old-colleague")}
 
@@ -62,7 +64,10 @@ def test_sigterm_drains_and_no_accepted_request_fails() -> None:
         process.send_signal(signal.SIGTERM)
         for thread in [*threads, watcher]:
             thread.join(timeout=60)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the server did not exit within 30 s of draining:\n{stacks_of(process)}")
         exited_at = time.monotonic()
     assert failed == []
     served_while_draining = [t for t in completed if t >= terminated_at]
