@@ -41,8 +41,8 @@ test: lint ## every check: lint, types, unit and property tests, bundled policy 
 	$(BIN)/handshake check $(POLICIES)
 	$(BIN)/handshake test $(POLICIES)
 
-bench: install ## microseconds per decision for the starter policies (in process)
-	$(BIN)/python bench/evaluate.py
+bench: install ## microseconds per decision for the starter policies, in process (ARGS=--pieces: where it goes)
+	$(BIN)/python bench/evaluate.py $(ARGS)
 
 bench-http: install ## HTTP: bare, /evaluate per engine, batch, Cerbos (needs wrk, npm; ARGS=...)
 	$(BIN)/python bench/throughput.py $(ARGS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Litestar, post
+from litestar.params import JSONBody
 
 from service.api.schemas import EvaluateBody
 
@@ -21,7 +22,7 @@ class Ack(msgspec.Struct):
 
 
 @post(PATH, status_code=200)
-async def bare(data: EvaluateBody) -> Ack:
+async def bare(data: JSONBody[EvaluateBody]) -> Ack:
     return Ack(policy=data.policy)
 
 

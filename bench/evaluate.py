@@ -1,28 +1,35 @@
 """Microseconds per decision for the bundled policies, in process (no HTTP).
 
-    python bench/evaluate.py [--policies DIR] [--seconds S] [--engines a,b]
+    python bench/evaluate.py [--policies DIR] [--seconds S] [--engines a,b] [--pieces]
 
 For each policy and each CEL engine, evaluates the sample requests in examples/requests/
 round-robin in batches for about S seconds and prints the median per-decision time of the
 batches (the whole `evaluate()`: conversion, rules, templates, decision id), and the ratio of
 the engines in the same run. Also prints how long loading and compiling the directory takes.
+With --pieces: where the time of one `default` decision goes under the first engine (best-of
+`timeit` of each piece, and of the whole route-level `decide()` around it).
 Figures go to bench/README.md with the machine they ran on; never assert timings in tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
 import statistics
 import sys
 import time
+import timeit
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies
 from service.policy.engines import ENGINES
-from service.policy.request import decode_request
+from service.policy.evaluator import decision_id
+from service.policy.request import decode_json, decode_request
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,6 +39,7 @@ def main() -> int:
     parser.add_argument("--policies", type=Path, default=ROOT / "policies")
     parser.add_argument("--seconds", type=float, default=1.0, help="time per policy and engine")
     parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated")
+    parser.add_argument("--pieces", action="store_true", help="also time the pieces")
     args = parser.parse_args()
     engines = args.engines.split(",")
 
@@ -59,7 +67,103 @@ def main() -> int:
         medians = [median_us(sets[e], name, requests, now, args.seconds) for e in engines]
         ratio = f"{medians[-1] / medians[0]:7.0f}x" if len(medians) > 1 else ""
         print(f"{name:30}" + "".join(f"{m:22.0f}" for m in medians) + ratio)
+    if args.pieces:
+        print(f"\npieces of one decision: `default`, {SAMPLE}, {engines[0]}, best-of µs")
+        for label, micros in pieces(args.policies, engines[0]):
+            print(f"  {label:58}{micros:8.1f}")
     return 0
+
+
+SAMPLE = "old-colleague"
+
+
+def pieces(directory: Path, engine: str) -> list[tuple[str, float]]:
+    """Best-of `timeit` of each piece of one decision, and of the route's `decide()`."""
+    os.environ |= {
+        "HANDSHAKE_POLICIES": str(directory),
+        "HANDSHAKE_CEL_ENGINE": engine,
+        "HANDSHAKE_LOG_LEVEL": "warning",  # the decision log would time the log sink
+    }
+    from service.api.app import create_app
+    from service.api.decide import decide
+    from service.api.schemas import EvaluateBody
+    from service.log import configure_logging
+    from service.settings import load_settings
+
+    settings = load_settings()
+    configure_logging(settings)
+    app = create_app(settings)
+    state = app.state.handshake
+    raw = b'{"request": %s}' % (ROOT / f"examples/requests/{SAMPLE}.json").read_bytes()
+    batch = b'{"items": [%s]}' % b",".join([raw] * 100)
+    body = decode_json(raw, EvaluateBody)
+    policy_set, request, now = state.policy_set, body.request, datetime.now(UTC)
+    policy = policy_set.get("default")
+    asgi_scope = {"type": "http", "headers": [], "state": {}}
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("decode the body (msgspec, strict)", lambda: decode_json(raw, EvaluateBody)),
+        ("the request as the engine's data (scope)", lambda: policy.scope(request, now)),
+    ]
+    if policy.rules_program is not None:  # the engine decides in one call
+        steps.append(
+            (
+                "scope + the rules program (one call into the engine)",
+                lambda: policy.scope(request, now).first_match(policy.rules_program),
+            )
+        )
+    steps += [
+        ("the decision id", lambda: decision_id(policy_set, "default", request, now, None)),
+        (
+            "evaluate(), the id given",
+            lambda: evaluate(policy_set, "default", request, now=now, id="x"),
+        ),
+        ("evaluate()", lambda: evaluate(policy_set, "default", request, now=now)),
+        (
+            "the route's decide(): the clock, evaluate(), metrics",
+            lambda: decide(state, body, asgi_scope),
+        ),
+    ]
+    best = [min(timeit.repeat(step, number=500, repeat=7)) / 500 * 1e6 for _, step in steps]
+    return [
+        *((label, micros) for (label, _), micros in zip(steps, best, strict=True)),
+        ("POST /evaluate through the ASGI app (no HTTP)", _posts(app, "/evaluate", raw, 500)),
+        (
+            "POST /evaluate/batch of 100 through the ASGI app, per item",
+            _posts(app, "/evaluate/batch", batch, 5) / 100,
+        ),
+    ]
+
+
+def _posts(app: Any, path: str, body: bytes, number: int) -> float:
+    """Best-of µs per POST through the ASGI app, `number` of them in a row on one loop."""
+
+    async def run() -> float:
+        started = time.perf_counter()
+        for _ in range(number):
+            await _post(app, path, body)
+        return (time.perf_counter() - started) / number * 1e6
+
+    return min(asyncio.run(run()) for _ in range(7))
+
+
+async def _post(app: Any, path: str, body: bytes) -> None:
+    """One POST through the ASGI app, as uvicorn would hand it over; 200 or it raises."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode()}
+    scope |= {"query_string": b"", "headers": headers, "http_version": "1.1", "state": {}}
+    scope |= {"scheme": "http", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1)}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({**scope, "root_path": ""}, receive, send)
+    if sent[0]["status"] != 200:
+        raise RuntimeError(f"{path} answered {sent[0]['status']}: {sent[1:]}")
 
 
 def median_us(
