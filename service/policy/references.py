@@ -84,6 +84,7 @@ def _visit(node: Node, scope: frozenset[str]) -> Iterator[Found]:
 def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
     """A chain of field selections; checked only when it starts at a name."""
     names: list[lark.Token] = []
+    rooted = False  # `.request…`: the root scope's name, never a comprehension variable
     current: Node = node
     while isinstance(current, lark.Tree):
         if current.data == "member_dot":
@@ -93,12 +94,13 @@ def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
             current = current.children[0]
         elif current.data in ("ident", "dot_ident"):
             names.append(_token(current.children[0]))
+            rooted = current.data == "dot_ident"
             break
         else:  # a call, index or literal: check inside it, but not the fields selected on it
             yield from _visit(current, scope)
             return
     names.reverse()
-    if names[0].value not in scope:
+    if rooted or names[0].value not in scope:
         yield Reference(
             tuple(token.value for token in names),
             tuple((token.line or 1, token.column or 1) for token in names),

@@ -46,6 +46,10 @@ def fields_of(*texts: str) -> Any:
             {"relationship": ("shared_employers",), "requester": ("company",)},
         ),
         (["[1, 2].exists(request, request == 1)"], {}),  # a comprehension's own name
+        (  # `.request` is the root scope's, even where a comprehension variable is `request`
+            ["[1].exists(request, .request.requester.company == 'Acme')"],
+            {"requester": ("company",)},
+        ),
         (["params.limit > 3 && variables.x"], {}),
         (["size(request) > 0"], None),  # the request as a value: all of it
         (["request['requester'].name == ''"], None),  # an index: not followed, all of it
