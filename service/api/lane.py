@@ -23,7 +23,7 @@ from service.api.decide import decide, require_json
 from service.api.observability import note
 from service.api.schemas import EvaluateBody
 from service.api.state import AppState
-from service.policy import Decision, UnknownPolicyError
+from service.policy import UnknownPolicyError
 from service.policy.request import InputError, decode_json
 
 __all__ = ["EvaluateLane"]
@@ -43,13 +43,13 @@ class EvaluateLane:
             await self.app(scope, receive, send)
             return
         received: list[ReceiveMessage] = []
-        decision = await self._decide(scope, receive, received)
-        if decision is None:
+        decided = await self._decide(scope, receive, received)
+        if decided is None:
             await self.app(scope, _replay(received, receive), send)
             return
+        decision_id, content = decided
         scope["route_handler"] = self.route  # for the request log's route label
-        note(scope, decision_id=decision.decision_id)
-        content = msgspec.json.encode(decision)
+        note(scope, decision_id=decision_id)
         length = (b"content-length", str(len(content)).encode())
         await send(
             {"type": "http.response.start", "status": 200, "headers": [*_JSON_HEADERS, length]}
@@ -58,8 +58,8 @@ class EvaluateLane:
 
     async def _decide(
         self, scope: Scope, receive: Receive, received: list[ReceiveMessage]
-    ) -> Decision | None:
-        """The decision, or None for the route to answer."""
+    ) -> tuple[str, bytes] | None:
+        """The decision's id and its JSON, or None for the route to answer."""
         headers = _first(scope["headers"], (b"authorization", b"content-type", b"content-length"))
         tokens = self.state.tokens
         try:
@@ -72,7 +72,8 @@ class EvaluateLane:
         if body is None:
             return None
         try:
-            return decide(self.state, decode_json(body, EvaluateBody), scope)
+            decision = decide(self.state, decode_json(body, EvaluateBody), scope)
+            return decision.decision_id, msgspec.json.encode(decision)
         except (InputError, UnknownPolicyError):
             return None
         except Exception:  # a fault: the route meets it again, and answers a logged 500

@@ -137,22 +137,24 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            seconds = time.perf_counter() - started
-            route = _route(scope)
-            known = method if method in _METHODS else "OTHER"  # clients choose methods
-            self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
-            self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
-            if self.log.is_enabled_for(logging.INFO):  # else do not even build the event
-                fields = scope.get("state", {}).get(_LOG_KEY, {})
-                self.log.info(
-                    "request",
-                    method=method,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(seconds * 1000, 3),
-                    **fields,
-                )
-            structlog.contextvars.reset_contextvars(**bound)
+            try:
+                seconds = time.perf_counter() - started
+                route = _route(scope)
+                known = method if method in _METHODS else "OTHER"  # clients choose methods
+                self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
+                self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
+                if self.log.is_enabled_for(logging.INFO):  # else do not even build the event
+                    fields = scope.get("state", {}).get(_LOG_KEY, {})
+                    self.log.info(
+                        "request",
+                        method=method,
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round(seconds * 1000, 3),
+                        **fields,
+                    )
+            finally:
+                structlog.contextvars.reset_contextvars(**bound)
 
 
 def _request_id(scope: Scope) -> str:

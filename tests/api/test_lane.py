@@ -11,9 +11,11 @@ import asyncio
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from litestar import Litestar
 
+import service.api.decide
 from service.api import create_app
 from service.api.lane import EvaluateLane
 from service.settings import Settings
@@ -155,3 +157,18 @@ def test_a_fault_while_deciding_is_the_routes_500(
     assert through_lane[0] == 500
     assert not decided_by_lane
     assert [e["event"] for e in log.events()].count("internal_error") == 2  # logged, each time
+
+
+def test_a_decision_that_cannot_be_encoded_is_the_routes_500(
+    app: Litestar, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = service.api.decide.evaluate
+
+    def unencodable(*args: Any, **kwargs: Any) -> Any:
+        return msgspec.structs.replace(real(*args, **kwargs), outputs={"x": object()})
+
+    monkeypatch.setattr("service.api.decide.evaluate", unencodable)
+    through_lane, from_route, decided_by_lane = answers(app, headers(), [body()])
+    assert through_lane == from_route  # a problem document from the route, not the server's
+    assert through_lane[0] == 500
+    assert not decided_by_lane
