@@ -256,7 +256,7 @@ class CelExpr:
         return _Scope({name: to_data(value, False) for name, value in names.items()}, {})
 
 
-_STRUCTS = ("requester", "recipient", "relationship")
+_EVERY_FIELD: RequestFields = dict.fromkeys(ConnectionRequest.__struct_fields__)
 
 
 def request_data(request: ConnectionRequest, fields: RequestFields | None = None) -> dict[str, Any]:
@@ -270,15 +270,8 @@ def request_data(request: ConnectionRequest, fields: RequestFields | None = None
     """
     if b"\\u0000" in msgspec.json.encode(request):
         raise UnrepresentableError("a string holds U+0000")
-    if fields is None:
-        data = _present(msgspec.to_builtins(request, builtin_types=(datetime,)))
-        for key in _STRUCTS:
-            data[key] = _present(data[key])
-        if request.attributes:
-            data["attributes"] = to_data(data["attributes"], keep_null=False)
-        return data
-    data = {}
-    for key, names in fields.items():
+    data: dict[str, Any] = {}
+    for key, names in (_EVERY_FIELD if fields is None else fields).items():
         value = getattr(request, key)
         if value is None:
             continue
