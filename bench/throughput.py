@@ -324,17 +324,9 @@ def handshake(engine: str, workers: int, tmp: Path) -> Iterator[tuple[str, list[
     }
     if engine != "default":
         env["HANDSHAKE_CEL_ENGINE"] = engine
-    log = tmp / f"handshake-{engine}-{port}.log"
     command = [sys.executable, "-m", "service", "serve"]
-    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(process, f"{url}/health/ready", log, f"handshake ({engine})")
-        pids = _wait_for_workers(process, workers)
-        yield url, pids
-    finally:
-        stop(process)
+    with serving(command, env, port, workers, tmp, f"handshake ({engine})", "/health/ready") as up:
+        yield up
 
 
 @contextmanager
@@ -345,13 +337,30 @@ def bare_post(workers: int, tmp: Path) -> Iterator[tuple[str, list[int]]]:
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     command += ["--no-access-log", "--no-server-header", "--no-proxy-headers"]
     command += ["--log-level", "warning"]
-    log = tmp / f"bare-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=out)
+    # A POST route only: GET answers 405 once it is up.
+    with serving(command, dict(os.environ), port, workers, tmp, "bare POST", BARE_PATH, 405) as up:
+        yield up
+
+
+@contextmanager
+def serving(
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    tmp: Path,
+    name: str,
+    ready_path: str,
+    ready_status: int = 200,
+) -> Iterator[tuple[str, list[int]]]:
+    """Run `command` (a server on `port`) until the block ends; yields its URL and the pids of
+    its workers once GET `ready_path` answers `ready_status`."""
+    log = tmp / f"{name.split()[0]}-{port}.log"
+    with log.open("wb") as out:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         url = f"http://127.0.0.1:{port}"
-        # A POST route only: GET answers 405 once it is up.
-        wait_ready(process, f"{url}{BARE_PATH}", log, "bare POST", status=405)
+        wait_ready(process, f"{url}{ready_path}", log, name, ready_status)
         yield url, _wait_for_workers(process, workers)
     finally:
         stop(process)
@@ -672,7 +681,7 @@ def per_round(rows: list[Row]) -> list[str]:
         f"- {row.target}: "
         + " / ".join(
             f"{r['rps']:,.0f}" + (f" ({_split(split)})" if len(split) > 1 else "")
-            for r, split in zip(row.rounds, row.cpu_split or [[]] * len(row.rounds), strict=True)
+            for r, split in zip(row.rounds, row.cpu_split, strict=True)
         )
         for row in rows
         if row.ok and len(row.rounds) > 1
