@@ -28,21 +28,16 @@ def free_port() -> int:
 _OUTPUTS: dict[int, IO[bytes]] = {}  # pid -> what the server has written so far
 
 
-def output_of(process: subprocess.Popen[bytes]) -> str:
-    """What a server started by `running_server` has written so far (its log)."""
+def stacks_of(process: subprocess.Popen[bytes]) -> str:
+    """The log of a server started by `running_server`, ending with every thread's stack
+    (SIGUSR1: faulthandler), for a test to show when the server does not do what it should."""
+    process.send_signal(signal.SIGUSR1)
+    time.sleep(1)
     output = _OUTPUTS[process.pid]
     output.seek(0)
     text = output.read().decode(errors="replace")
-    output.seek(0, os.SEEK_END)
-    return text
-
-
-def stacks_of(process: subprocess.Popen[bytes]) -> str:
-    """The server's log, ending with every thread's stack (SIGUSR1: faulthandler), for a
-    test to show when the server does not do what it should."""
-    process.send_signal(signal.SIGUSR1)
-    time.sleep(1)
-    return output_of(process)[-20_000:]
+    output.seek(0, os.SEEK_END)  # the server goes on appending
+    return text[-20_000:]
 
 
 @contextmanager
