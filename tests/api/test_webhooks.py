@@ -126,6 +126,16 @@ def test_a_payload_with_u0000_is_mapped_whole(client: Client) -> None:
     assert response.json()["reply"]["text"].startswith("Hi Jordan\x00Lee,")
 
 
+def test_a_payload_key_with_u0000_is_not_read_as_a_shorter_key(client: Client) -> None:
+    """The C++ runtime would cut the key "tags\x00x" to "tags", so the tags the sender did not
+    send would make the requester a colleague; the reference engine maps it as sent."""
+    payload = json.loads(json.dumps(PAYLOAD))
+    payload["data"]["tags\x00x"] = ["colleague"]
+    response = post(client, "example-crm", *signed(payload))
+    assert response.status_code == 200, response.text
+    assert response.json()["rule"] == "ask-for-context"  # as without the key: no close tie
+
+
 def test_a_retry_gets_identical_bytes_from_any_replica(client: Client, app: Litestar) -> None:
     body, headers = signed()
     first = post(client, "example-crm", body, headers)

@@ -308,8 +308,12 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 def to_data(value: Any, keep_null: bool) -> Any:
     """Plain Python data -> what the C++ runtime accepts inside maps and lists."""
-    if isinstance(value, dict):
-        return {k: to_data(v, keep_null) for k, v in value.items() if keep_null or v is not None}
+    if isinstance(value, dict):  # keys too: "a\x00b" would be read as the key "a"
+        return {
+            to_data(k, keep_null): to_data(v, keep_null)
+            for k, v in value.items()
+            if keep_null or v is not None
+        }
     if isinstance(value, list | tuple):
         return [to_data(v, keep_null) for v in value]
     if isinstance(value, str):
