@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 
 import msgspec
@@ -75,13 +76,27 @@ def test_different_requests_get_different_decision_ids(
 def test_decision_ids_are_the_uuid5_of_what_decided(
     request: ConnectionRequest, now: datetime, locale: str | None
 ) -> None:
-    """The id is formatted by hand on the hot path; it must stay a standard UUIDv5 (and the
-    same ids as before that change)."""
+    """The id is hashed and formatted by hand on the hot path; it must stay the standard
+    name-based SHA-1 UUID (version 5) of the documented name (docs/adr/0003)."""
     policy_set = bundled()
     decision = evaluate(policy_set, "default", request, now=now, locale=locale)
-    fields = [policy_set.revision or "", policy_set.digest, "default", now.isoformat()]
-    key = "\n".join([*fields, locale or "", msgspec.json.encode(request).decode()])
-    assert decision.decision_id == str(uuid.uuid5(_NAMESPACE, key.encode().hex()))
+    micros = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    fields = [policy_set.revision or "", policy_set.digest, "default", str(micros)]
+    name = "\n".join([*fields, locale or "", msgspec.json.encode(request).decode()])
+    digest = hashlib.sha1(_NAMESPACE.bytes + name.encode()).digest()
+    assert decision.decision_id == str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+@settings(max_examples=50, deadline=None)
+@given(request=REQUESTS, now=NOW, hours=st.integers(-23, 23))
+def test_the_same_instant_in_another_utc_offset_is_the_same_decision(
+    request: ConnectionRequest, now: datetime, hours: int
+) -> None:
+    policy_set = bundled()
+    elsewhere = now.astimezone(timezone(timedelta(hours=hours)))
+    first = evaluate(policy_set, "default", request, now=now)
+    second = evaluate(policy_set, "default", request, now=elsewhere)
+    assert msgspec.json.encode(second) == msgspec.json.encode(first)
 
 
 @cache

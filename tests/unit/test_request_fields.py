@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -98,12 +99,21 @@ def _projections() -> st.SearchStrategy[dict[str, tuple[str, ...] | None]]:
 def test_a_projection_is_the_full_data_cut_down(
     request: ConnectionRequest, fields: dict[str, tuple[str, ...] | None]
 ) -> None:
-    try:
-        full = request_data(request)
-    except UnrepresentableError:  # U+0000 somewhere: the reference engine decides instead
+    """Also: U+0000 (which the runtime would cut a string at) refuses the projection exactly
+    when it is in a value the projection gives."""
+    given_part = {
+        key: value if names is None or value is None else {n: value.get(n) for n in names}
+        for key, value in msgspec.to_builtins(request).items()
+        if key in fields
+        for names in [fields[key]]
+    }
+    if b"\\u0000" in msgspec.json.encode(given_part):
         with pytest.raises(UnrepresentableError):
             request_data(request, fields)
         return
+    # U+0000 elsewhere does not matter: replaced there, the full data is the reference.
+    clean = msgspec.json.encode(request).replace(b"\\u0000", b"_")
+    full = request_data(msgspec.json.decode(clean, type=ConnectionRequest))
     expected: dict[str, Any] = {}
     for key, names in fields.items():
         if key not in full:  # absent: left out either way, so that `has()` is false

@@ -72,22 +72,42 @@ class RulesProgram:
     rule-by-rule one.
     """
 
-    __slots__ = ("_compiled", "placeholders")
+    __slots__ = ("_compiled", "_positions", "placeholders")
 
     def __init__(self, text: str, placeholders: Sequence[Sequence[Program]]) -> None:
         self._compiled = _ENV.compile(text, disable_check=True)
         self.placeholders = placeholders  # per rule, then the default's (index -1)
+        self._positions = [_positions(programs) for programs in placeholders]
 
-    def first_match(self, activation: Any) -> tuple[int, list[Any]]:
-        index, values = _run(self._compiled, activation)
-        return int(index), [_plain(value) for value in values]
+    def first_match(self, activation: Any = None, data: Any = None) -> tuple[int, list[Any]]:
+        """The first match and the values of its outcome's placeholders, in order."""
+        index, values = _run(self._compiled, activation, data)
+        index = int(index)
+        plain = [_plain(value) for value in values]
+        return index, [plain[position] for position in self._positions[index]]
 
 
-def _run(compiled: Any, activation: Any) -> Any:
-    """Evaluate; the runtime's plain value, or `EvalError` (it returns most errors as values
-    and raises only for the iteration budget)."""
+def distinct(programs: Sequence[Program]) -> list[Program]:
+    """The first of `programs` for each distinct expression text: a placeholder written in
+    every locale's reply (`{{ request.requester.name }}`) is computed once."""
+    first: dict[str, Program] = {}
+    for program in programs:
+        first.setdefault(program.expression.text, program)
+    return list(first.values())
+
+
+def _positions(programs: Sequence[Program]) -> list[int]:
+    """For each of `programs`, where its value is among those of `distinct(programs)`."""
+    texts = [p.expression.text for p in distinct(programs)]
+    return [texts.index(p.expression.text) for p in programs]
+
+
+def _run(compiled: Any, activation: Any, data: Any = None) -> Any:
+    """Evaluate against an activation or, for a single call, the data itself (cheaper); the
+    runtime's plain value, or `EvalError` (it returns most errors as values and raises only
+    for the iteration budget)."""
     try:
-        value = compiled.eval(activation)
+        value = compiled.eval(activation) if data is None else compiled.eval(data=data)
     except RuntimeError as exc:
         raise _runtime_failure(exc) from None
     if value.type() == _ERROR:
@@ -116,7 +136,7 @@ def rules_program(
             visit(name, ())
 
     def answer(index: int) -> str:
-        values = ", ".join(f"(\n{_inline(p.expression)}\n)" for p in placeholders[index])
+        values = ", ".join(f"(\n{_inline(p.expression)}\n)" for p in distinct(placeholders[index]))
         return f"[{index}, [{values}]]"
 
     try:
@@ -191,7 +211,10 @@ class _Scope:
         return {**self._values, **self._failed}
 
     def first_match(self, program: RulesProgram) -> int:
-        index, values = program.first_match(self._activation_for(frozenset()))
+        if self._activation is None:  # the usual case: this is the evaluation's only call
+            index, values = program.first_match(data=self._data)
+        else:
+            index, values = program.first_match(self._activation_for(frozenset()))
         self._given = dict(zip(program.placeholders[index], values, strict=True))
         return index
 
@@ -264,37 +287,49 @@ def request_data(request: ConnectionRequest, fields: RequestFields | None = None
     the `fields` the policy reads, when it says which (the runtime takes in every value it is
     given, and fewer values cost less), else all of them.
 
-    The schema bounds every typed field (counts far below int64), so only absent fields and
-    timestamps need work there; free-form `attributes` get the full conversion. A string with
-    U+0000 anywhere (JSON writes it `\\u0000`) cannot cross: `UnrepresentableError`.
+    The schema bounds every typed field (counts far below int64), so only absent fields,
+    timestamps and strings need work there; free-form `attributes` get the full conversion. A
+    string with U+0000 among the values that cross cannot: `UnrepresentableError`.
     """
-    if b"\\u0000" in msgspec.json.encode(request):
-        raise UnrepresentableError("a string holds U+0000")
     data: dict[str, Any] = {}
     for key, names in (_EVERY_FIELD if fields is None else fields).items():
         value = getattr(request, key)
         if value is None:
             continue
-        if names is not None:  # some fields of a struct
-            found = ((name, getattr(value, name)) for name in names)
-            data[key] = {name: _value(v) for name, v in found if v is not None}
+        if names is not None:  # some fields of a struct; plain loops, the fastest way here
+            part = {}
+            for name in names:
+                field = getattr(value, name)
+                if field is not None:
+                    part[name] = _typed(field)
+            data[key] = part
         elif isinstance(value, msgspec.Struct):
-            data[key] = _present(msgspec.to_builtins(value, builtin_types=(datetime,)))
+            found = msgspec.to_builtins(value, builtin_types=(datetime,)).items()
+            data[key] = {name: _typed(field) for name, field in found if field is not None}
         elif key == "attributes":
             data[key] = to_data(msgspec.to_builtins(value), keep_null=False)
         else:
-            data[key] = _value(value)
+            data[key] = _typed(value)
     return data
 
 
-def _present(fields: dict[str, Any]) -> dict[str, Any]:
-    """Without the absent (None) fields, so that `has()` works; timestamps for C++."""
-    return {key: _value(value) for key, value in fields.items() if value is not None}
+def _typed(value: Any) -> Any:
+    """A typed field's value for C++: timestamps as protobuf; strings (alone or in a list, the
+    only containers of the typed fields) checked, since the runtime would cut them at U+0000."""
+    kind = type(value)
+    if kind is datetime:
+        return _timestamp(value)
+    if kind is str:
+        _whole(value)
+    elif kind is list:
+        for item in value:
+            _whole(item)
+    return value
 
 
-def _value(value: Any) -> Any:
-    """A typed field's value for C++: timestamps as protobuf, the rest as it is."""
-    return _timestamp(value) if type(value) is datetime else value
+def _whole(text: str) -> None:
+    if "\x00" in text:
+        raise UnrepresentableError("a string holds U+0000")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -317,8 +352,7 @@ def to_data(value: Any, keep_null: bool) -> Any:
     if isinstance(value, list | tuple):
         return [to_data(v, keep_null) for v in value]
     if isinstance(value, str):
-        if "\x00" in value:  # the runtime would silently cut the string there
-            raise UnrepresentableError("a string holds U+0000")
+        _whole(value)  # the runtime would silently cut the string there
         return value
     if isinstance(value, bool | float) or value is None:
         return value
