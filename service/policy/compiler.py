@@ -125,6 +125,22 @@ class PolicySet:
             raise UnknownPolicyError(name, self.policies) from None
 
 
+def _refuse_u0000(value: Any) -> None:
+    """Params mean the same under every engine: U+0000, at which the C++ runtime cuts a string
+    or a key, is refused under both (a request's U+0000 goes to the reference engine)."""
+    if (isinstance(value, str) and "\x00" in value) or (
+        isinstance(value, bytes) and b"\x00" in value
+    ):
+        raise ValueError("a string holds U+0000")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _refuse_u0000(key)
+            _refuse_u0000(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _refuse_u0000(item)
+
+
 def compile_policy(
     parts: PolicyParts, engine: Engine
 ) -> tuple[CompiledPolicy | None, list[Problem]]:
@@ -165,6 +181,7 @@ class _Compiler:
     def run(self) -> CompiledPolicy | None:
         parts = self.parts
         try:
+            _refuse_u0000(parts.params)
             params = self.engine.prepare(parts.params)
         except (TypeError, ValueError) as exc:
             self.report(Site(parts.source, ("params",)), f"unsupported value: {exc}")

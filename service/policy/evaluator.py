@@ -98,12 +98,25 @@ def evaluate(
     """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
     policy = policy_set.get(policy_name)
     now = now.astimezone(UTC)
-    errors: list[RuleError] = []
     try:
-        scope = policy.scope(request, now)
-    except UnrepresentableError:  # e.g. U+0000 under cel-expr-python
-        policy = policy.reference()  # the reference engine decides instead
-        scope = policy.scope(request, now)
+        return _decide(policy_set, policy, request, now, locale, explain, id)
+    except UnrepresentableError:  # in the request or a computed value (U+0000 in C++)
+        return _decide(policy_set, policy.reference(), request, now, locale, explain, id)
+
+
+def _decide(
+    policy_set: PolicySet,
+    policy: CompiledPolicy,
+    request: ConnectionRequest,
+    now: datetime,
+    locale: str | None,
+    explain: bool,
+    id: str | None,
+) -> Decision:
+    """One evaluation under `policy`'s engine; raises `UnrepresentableError` for data that
+    engine cannot hold (the reference engine then decides, from the start)."""
+    scope = policy.scope(request, now)
+    errors: list[RuleError] = []
     steps: list[RuleTrace] = []
 
     rule_id: str | None = None

@@ -20,6 +20,7 @@ from service.policy.engines import (
     EvalError,
     Program,
     Scope,
+    UnrepresentableError,
     get_engine,
     to_json,
     type_name,
@@ -138,15 +139,20 @@ class _Probe:
         self, site: Site, program: Program, scope: Scope, *, quiet: bool = False
     ) -> tuple[Any, EvalError | None]:
         """(value, None) or (None, the failure); type errors are reported unless quiet."""
-        result: tuple[Any, EvalError | None]
         try:
-            result = scope.run(program), None
-        except EvalError as exc:
-            if exc.kind == "type" and not quiet:
-                self.report(site, f"type error on a representative request: {exc}")
-            result = None, exc
-        self.compare(site, program, scope, result)
+            result = _value(scope, program)
+            held = True
+        except UnrepresentableError:  # a value C++ cannot hold: the reference engine decides
+            result, held = _value(self._other(scope), self.twin(program)), False
+        if result[1] is not None and result[1].kind == "type" and not quiet:
+            self.report(site, f"type error on a representative request: {result[1]}")
+        if held:
+            self.compare(site, program, scope, result)
         return result
+
+    def _other(self, scope: Scope) -> Scope:
+        """The other engine's scope for the same request."""
+        return self.other_full if scope is self.full else self.other_bare
 
     def twin(self, program: Program) -> Program:
         if id(program) not in self.twins:
@@ -157,11 +163,10 @@ class _Probe:
         self, site: Site, program: Program, scope: Scope, result: tuple[Any, EvalError | None]
     ) -> None:
         """Warn when the other engine gives another value (or fails where this one did not)."""
-        other_scope = self.other_full if scope is self.full else self.other_bare
         try:
-            other: tuple[Any, EvalError | None] = other_scope.run(self.twin(program)), None
-        except EvalError as exc:
-            other = None, exc
+            other = _value(self._other(scope), self.twin(program))
+        except UnrepresentableError:  # the other engine hands such values to the reference
+            return
         if (result[0], result[1] is None) == (other[0], other[1] is None):
             return
         if (site.path, program.expression.text) in self.disagreements:
@@ -195,6 +200,14 @@ class _Probe:
                         seen.add(found.path[1])
                         pending.append(self.policy.variables[found.path[1]])
         return True
+
+
+def _value(scope: Scope, program: Program) -> tuple[Any, EvalError | None]:
+    """(value, None) or (None, the failure); raises `UnrepresentableError`."""
+    try:
+        return scope.run(program), None
+    except EvalError as exc:
+        return None, exc
 
 
 def _outcome(value: Any, error: EvalError | None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.policy import evaluate, load_policies
+from service.policy import PolicyError, evaluate, load_policies
 from service.policy.engines import (
     ENGINES,
     ITERATION_BUDGET,
@@ -209,6 +209,71 @@ def test_a_string_with_u0000_is_not_cut_short_the_reference_engine_decides(
     for engine in ENGINES:
         decision = evaluate(load_policies(tmp_path, engine=engine), "p", request, now=NOW)
         assert (decision.rule, decision.rationale) == ("whole", "a\x00b"), engine
+
+
+# A first rule that fails (no `tier` attribute) makes the evaluator go rule by rule, which
+# feeds computed variables back into the runtime as data.
+_FAILS_FIRST = (
+    "  - {id: first, when: 'request.attributes.tier == \"gold\"', decision: accept, rationale: x}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("variable", "when", "rule"),
+    [
+        (
+            '\'request.requester.name == "Jo" ? "\\u0000" : "-"\'',
+            "size(variables.v) == 1",
+            "second",
+        ),
+        (
+            '\'request.requester.name == "Jo" ? b"a\\000b" : b"abc"\'',
+            "size(variables.v) == 3",
+            "second",
+        ),
+        ("'{\"tag\\u0000x\": 1}'", "'tag' in variables.v", None),  # also run at load, by the probe
+    ],
+    ids=["string", "bytes", "map-key"],
+)
+def test_a_computed_value_with_u0000_is_not_cut_short(
+    tmp_path: Path, variable: str, when: str, rule: str | None
+) -> None:
+    """The C++ runtime would cut it at U+0000 when it is given back as data: the reference
+    engine decides instead, so both engines give the same decision and nothing raises."""
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+        f"variables:\n  v: {variable}\nrules:\n{_FAILS_FIRST}"
+        f"  - {{id: second, when: {when!r}, decision: decline, rationale: y}}\n"
+        "default: {decision: ignore, rationale: none}\n"
+    )
+    request = ConnectionRequest(
+        requester=Person(name="Jo", has_photo=True), recipient=Person(name="Bo", has_photo=True)
+    )
+    answers = {
+        (engine, explain): evaluate(
+            load_policies(tmp_path, engine=engine), "p", request, now=NOW, explain=explain
+        )
+        for engine in ENGINES
+        for explain in (False, True)
+    }
+    for decision in answers.values():
+        assert decision.rule == rule
+        assert [e.rule for e in decision.errors] == ["first"]  # no such key `tier`, only
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_params_holding_u0000_are_a_load_error_under_either_engine(
+    tmp_path: Path, engine: str
+) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+        'params: {m: {"tag\\0x": 1}}\n'
+        "rules:\n  - {id: r, when: '\"tag\" in params.m', decision: accept, rationale: x}\n"
+        "default: {decision: ignore, rationale: none}\n"
+    )
+    with pytest.raises(PolicyError) as raised:
+        load_policies(tmp_path, engine=engine)
+    assert "U+0000" in str(raised.value)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -365,6 +365,8 @@ def to_data(value: Any, keep_null: bool) -> Any:
         duration.FromTimedelta(value)
         return duration
     if isinstance(value, bytes | bytearray):
+        if b"\x00" in value:  # cut there too
+            raise UnrepresentableError("bytes hold 0x00")
         return bytes(value)
     raise TypeError(f"cannot give a `{type(value).__name__}` to CEL")
 
