@@ -7,6 +7,7 @@ then the checks that evaluate (service/policy/probe.py). See docs/policy-languag
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,20 +126,23 @@ class PolicySet:
             raise UnknownPolicyError(name, self.policies) from None
 
 
-def _refuse_u0000(value: Any) -> None:
-    """Params mean the same under every engine: U+0000, at which the C++ runtime cuts a string
-    or a key, is refused under both (a request's U+0000 goes to the reference engine)."""
+def _portable(value: Any) -> None:
+    """Params mean the same under every engine, so two things are refused under both: U+0000,
+    at which the C++ runtime cuts a string or a key (a request's goes to the reference
+    engine), and map keys other than strings, which the engines look up differently."""
     if (isinstance(value, str) and "\x00" in value) or (
         isinstance(value, bytes) and b"\x00" in value
     ):
         raise ValueError("a string holds U+0000")
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _refuse_u0000(key)
-            _refuse_u0000(item)
+            if not isinstance(key, str):
+                raise ValueError(f"map keys must be strings, not `{json.dumps(key, default=str)}`")
+            _portable(key)
+            _portable(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            _refuse_u0000(item)
+            _portable(item)
 
 
 def compile_policy(
@@ -181,7 +185,7 @@ class _Compiler:
     def run(self) -> CompiledPolicy | None:
         parts = self.parts
         try:
-            _refuse_u0000(parts.params)
+            _portable(parts.params)
             params = self.engine.prepare(parts.params)
         except (TypeError, ValueError) as exc:
             self.report(Site(parts.source, ("params",)), f"unsupported value: {exc}")

@@ -262,18 +262,25 @@ def test_a_computed_value_with_u0000_is_not_cut_short(
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_params_holding_u0000_are_a_load_error_under_either_engine(
-    tmp_path: Path, engine: str
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ('{m: {"tag\\0x": 1}}', "a string holds U+0000"),
+        ("{m: {1: a}}", "map keys must be strings, not `1`"),
+        ("{m: [{true: a}]}", "map keys must be strings, not `true`"),
+    ],
+)
+def test_params_the_engines_would_read_apart_are_a_load_error_under_either(
+    tmp_path: Path, engine: str, params: str, message: str
 ) -> None:
     (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
-        'params: {m: {"tag\\0x": 1}}\n'
-        "rules:\n  - {id: r, when: '\"tag\" in params.m', decision: accept, rationale: x}\n"
+        f"apiVersion: handshake/v1\nkind: ConnectionPolicy\nparams: {params}\n"
+        "rules:\n  - {id: r, when: 'size(params.m) > 0', decision: accept, rationale: x}\n"
         "default: {decision: ignore, rationale: none}\n"
     )
     with pytest.raises(PolicyError) as raised:
         load_policies(tmp_path, engine=engine)
-    assert "U+0000" in str(raised.value)
+    assert f"p.yaml:3:9: $.params: unsupported value: {message}" in str(raised.value)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
