@@ -74,9 +74,22 @@ def timed_evaluation(
         policy_set, name, request, now=now, locale=locale, explain=explain, id=identifier
     )
     seconds = time.perf_counter() - started
+    if state.decision_log.is_enabled_for(logging.INFO):  # else do not build the event
+        _log(state, scope, decision, request, seconds, context)
+    # Counted once written: a decision whose event fails is answered with a 500, not given.
     state.metrics.decided(decision, seconds)
-    if not state.decision_log.is_enabled_for(logging.INFO):
-        return decision  # the event is not written: do not build it (once per decision)
+    return decision
+
+
+def _log(
+    state: AppState,
+    scope: Any,
+    decision: Decision,
+    request: ConnectionRequest,
+    seconds: float,
+    context: dict[str, Any],
+) -> None:
+    """The decision log event (one per decision)."""
     state.decision_log.info(
         "decision",
         decision_id=decision.decision_id,
@@ -91,7 +104,6 @@ def timed_evaluation(
         **context,
         **_personal(state.settings, request),
     )
-    return decision
 
 
 async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 from litestar import Litestar
+from prometheus_client import generate_latest
 
 import service.api.decide
 from service.api import create_app
@@ -157,6 +158,26 @@ def test_a_fault_while_deciding_is_the_routes_500(
     assert through_lane[0] == 500
     assert not decided_by_lane
     assert [e["event"] for e in log.events()].count("internal_error") == 2  # logged, each time
+
+
+def test_a_decision_whose_log_event_fails_is_a_500_and_not_counted(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class BrokenSink:
+        def is_enabled_for(self, level: int) -> bool:
+            return True
+
+        def info(self, *args: Any, **kwargs: Any) -> None:
+            raise OSError("the log sink is gone")
+
+    monkeypatch.setattr(app.state.handshake, "decision_log", BrokenSink())
+    through_lane, from_route, decided_by_lane = answers(app, headers(), [body()])
+    assert through_lane == from_route
+    assert through_lane[0] == 500
+    assert not decided_by_lane
+    # Three attempts (the lane, the route behind it, the route alone), none given out.
+    exposition = generate_latest(app.state.handshake.metrics.registry).decode()
+    assert "handshake_decisions_total{" not in exposition
 
 
 def test_a_decision_that_cannot_be_encoded_is_the_routes_500(
