@@ -75,35 +75,23 @@ def timed_evaluation(
     )
     seconds = time.perf_counter() - started
     if state.decision_log.is_enabled_for(logging.INFO):  # else do not build the event
-        _log(state, scope, decision, request, seconds, context)
+        state.decision_log.info(
+            "decision",
+            decision_id=decision.decision_id,
+            policy=decision.policy.name,
+            revision=decision.policy.revision,
+            digest=decision.policy.digest,
+            decision=decision.decision,
+            rule=decision.rule,
+            errors=len(decision.errors),
+            latency_ms=round(seconds * 1000, 3),
+            caller=caller(scope),
+            **context,
+            **_personal(state.settings, request),
+        )
     # Counted once written: a decision whose event fails is answered with a 500, not given.
     state.metrics.decided(decision, seconds)
     return decision
-
-
-def _log(
-    state: AppState,
-    scope: Any,
-    decision: Decision,
-    request: ConnectionRequest,
-    seconds: float,
-    context: dict[str, Any],
-) -> None:
-    """The decision log event (one per decision)."""
-    state.decision_log.info(
-        "decision",
-        decision_id=decision.decision_id,
-        policy=decision.policy.name,
-        revision=decision.policy.revision,
-        digest=decision.policy.digest,
-        decision=decision.decision,
-        rule=decision.rule,
-        errors=len(decision.errors),
-        latency_ms=round(seconds * 1000, 3),
-        caller=caller(scope),
-        **context,
-        **_personal(state.settings, request),
-    )
 
 
 async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:
