@@ -79,9 +79,11 @@ class RulesProgram:
         self.placeholders = placeholders  # per rule, then the default's (index -1)
         self._positions = [_positions(programs) for programs in placeholders]
 
-    def first_match(self, activation: Any = None, data: Any = None) -> tuple[int, list[Any]]:
-        """The first match and the values of its outcome's placeholders, in order."""
-        index, values = _run(self._compiled, activation, data)
+    def first_match(self, data: dict[str, Any]) -> tuple[int, list[Any]]:
+        """The first match and the values of its outcome's placeholders, in order. It reads
+        only `request`, `now` and `params` (variables are bound inside), so it takes the data
+        itself: an activation costs more, and one call needs none."""
+        index, values = _run(self._compiled, data=data)
         index = int(index)
         plain = [_plain(value) for value in values]
         return index, [plain[position] for position in self._positions[index]]
@@ -98,16 +100,15 @@ def distinct(programs: Sequence[Program]) -> list[Program]:
 
 def _positions(programs: Sequence[Program]) -> list[int]:
     """For each of `programs`, where its value is among those of `distinct(programs)`."""
-    texts = [p.expression.text for p in distinct(programs)]
+    texts = list(dict.fromkeys(p.expression.text for p in programs))
     return [texts.index(p.expression.text) for p in programs]
 
 
-def _run(compiled: Any, activation: Any, data: Any = None) -> Any:
-    """Evaluate against an activation or, for a single call, the data itself (cheaper); the
-    runtime's plain value, or `EvalError` (it returns most errors as values and raises only
-    for the iteration budget)."""
+def _run(compiled: Any, activation: Any = None, data: Any = None) -> Any:
+    """Evaluate against an activation or the data itself; the runtime's plain value, or
+    `EvalError` (it returns most errors as values and raises only for the iteration budget)."""
     try:
-        value = compiled.eval(activation) if data is None else compiled.eval(data=data)
+        value = compiled.eval(activation, data)
     except RuntimeError as exc:
         raise _runtime_failure(exc) from None
     if value.type() == _ERROR:
@@ -211,10 +212,7 @@ class _Scope:
         return {**self._values, **self._failed}
 
     def first_match(self, program: RulesProgram) -> int:
-        if self._activation is None:  # the usual case: this is the evaluation's only call
-            index, values = program.first_match(data=self._data)
-        else:
-            index, values = program.first_match(self._activation_for(frozenset()))
+        index, values = program.first_match(self._data)
         self._given = dict(zip(program.placeholders[index], values, strict=True))
         return index
 
