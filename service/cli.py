@@ -307,6 +307,7 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             workers=args.workers,
+            cel_engine=args.engine,
         )
     except SettingsError as exc:
         raise CommandError(str(exc)) from None

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from service.cli import main
+from service.settings import Settings
 from tests.conftest import POLICIES
 
 REQUESTS = POLICIES.parent / "examples" / "requests"
@@ -203,6 +204,26 @@ def test_an_unknown_engine_in_the_environment_is_one_line(
         "handshake: error: HANDSHAKE_CEL_ENGINE: unknown engine `cel-go` "
         "(cel-expr-python, cel-python)"
     )
+
+
+@pytest.mark.parametrize("engine", ["cel-python", "cel-expr-python"])
+def test_serve_flags_reach_the_server_settings(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    import service.server
+
+    started: list[Settings] = []
+    monkeypatch.setattr(service.server, "serve", lambda settings: started.append(settings) or 0)
+    monkeypatch.delenv("HANDSHAKE_CEL_ENGINE", raising=False)
+    code, _, _ = run(
+        capsys, "serve", "--engine", engine, "--policies", str(POLICIES),
+        "--port", "9999", "--workers", "2",
+    )  # fmt: skip
+    assert code == 0
+    [settings] = started
+    assert (settings.cel_engine, settings.policies, settings.port, settings.workers) == (
+        engine, str(POLICIES), 9999, 2,
+    )  # fmt: skip
 
 
 def test_eval_explain_shows_rules_and_variables(
