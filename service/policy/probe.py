@@ -9,6 +9,7 @@ warning). Each run is repeated under the other engine: where they disagree, a wa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -138,17 +139,28 @@ class _Probe:
     def attempt(
         self, site: Site, program: Program, scope: Scope, *, quiet: bool = False
     ) -> tuple[Any, EvalError | None]:
-        """(value, None) or (None, the failure); type errors are reported unless quiet."""
+        """(value, None) or (None, the failure). A type error is reported unless quiet, and
+        only when the other engine fails with one too: whether a policy loads must not depend
+        on the engine (where only one fails, `compare` warns)."""
+        other: tuple[Any, EvalError | None] | None
         try:
             result = _value(scope, program)
-            held = True
         except UnrepresentableError:  # a value C++ cannot hold: the reference engine decides
-            result, held = _value(self._other(scope), self.twin(program)), False
-        if result[1] is not None and result[1].kind == "type" and not quiet:
+            result = other = _value(self._other(scope), self.twin(program))
+        else:
+            other = self._twin_value(scope, program)
+            if other is not None:
+                self.compare(site, program, result, other)
+        if not quiet and _type_error(result) and (other is None or _type_error(other)):
             self.report(site, f"type error on a representative request: {result[1]}")
-        if held:
-            self.compare(site, program, scope, result)
         return result
+
+    def _twin_value(self, scope: Scope, program: Program) -> tuple[Any, EvalError | None] | None:
+        """The other engine's result, or None where it hands the data to the reference."""
+        try:
+            return _value(self._other(scope), self.twin(program))
+        except UnrepresentableError:
+            return None
 
     def _other(self, scope: Scope) -> Scope:
         """The other engine's scope for the same request."""
@@ -160,13 +172,13 @@ class _Probe:
         return self.twins[id(program)]
 
     def compare(
-        self, site: Site, program: Program, scope: Scope, result: tuple[Any, EvalError | None]
+        self,
+        site: Site,
+        program: Program,
+        result: tuple[Any, EvalError | None],
+        other: tuple[Any, EvalError | None],
     ) -> None:
         """Warn when the other engine gives another value (or fails where this one did not)."""
-        try:
-            other = _value(self._other(scope), self.twin(program))
-        except UnrepresentableError:  # the other engine hands such values to the reference
-            return
         if (result[0], result[1] is None) == (other[0], other[1] is None):
             return
         if (site.path, program.expression.text) in self.disagreements:
@@ -210,5 +222,12 @@ def _value(scope: Scope, program: Program) -> tuple[Any, EvalError | None]:
         return None, exc
 
 
+def _type_error(result: tuple[Any, EvalError | None]) -> bool:
+    return result[1] is not None and result[1].kind == "type"
+
+
 def _outcome(value: Any, error: EvalError | None) -> str:
-    return f"an error ({error})" if error is not None else f"`{to_json(value)!r}`"
+    """As CEL writes it: `true`, `"text"`, `[1, 2]`."""
+    if error is not None:
+        return f"an error ({error})"
+    return f"`{json.dumps(to_json(value), ensure_ascii=False)}`"

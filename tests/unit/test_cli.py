@@ -213,7 +213,12 @@ def test_serve_flags_reach_the_server_settings(
     import service.server
 
     started: list[Settings] = []
-    monkeypatch.setattr(service.server, "serve", lambda settings: started.append(settings) or 0)
+
+    def serve(settings: Settings) -> int:
+        started.append(settings)
+        return 0
+
+    monkeypatch.setattr(service.server, "serve", serve)
     monkeypatch.delenv("HANDSHAKE_CEL_ENGINE", raising=False)
     code, _, _ = run(
         capsys, "serve", "--engine", engine, "--policies", str(POLICIES),

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from service.policy import PolicyError, load_policies
+from service.policy.engines import DEFAULT_ENGINE, ENGINES
+from service.policy.errors import Problem
 from service.policy.suite import load_suites
 from tests.conftest import compiler_cases
 
@@ -16,12 +18,7 @@ from tests.conftest import compiler_cases
 @pytest.mark.parametrize("case", compiler_cases())
 def test_compiler_table(case: dict[str, Any], write_tree: Callable[..., Path]) -> None:
     root = write_tree(case["files"])
-    try:
-        policy_set = load_policies(root)
-        load_suites(root, policy_set)
-        problems = list(policy_set.warnings)
-    except PolicyError as exc:
-        problems = exc.problems
+    problems = _problems(root)
     actual = [
         {
             "file": str(Path(p.file).relative_to(root)),
@@ -41,3 +38,28 @@ def test_compiler_table(case: dict[str, Any], write_tree: Callable[..., Path]) -
             if key in want:
                 assert got[key] == want[key], (key, got)
         assert got["severity"] == want.get("severity", "error"), got
+
+
+@pytest.mark.parametrize("case", compiler_cases())
+def test_whether_a_policy_loads_does_not_depend_on_the_engine(
+    case: dict[str, Any], write_tree: Callable[..., Path]
+) -> None:
+    """The same errors at the same places, and warnings at the same places, under either
+    engine (a disagreement's warning names the engines in another order)."""
+    root = write_tree(case["files"])
+    found = {
+        engine: sorted(
+            (p.severity, p.file, p.line, p.column, p.path) for p in _problems(root, engine)
+        )
+        for engine in ENGINES
+    }
+    assert found["cel-expr-python"] == found["cel-python"]
+
+
+def _problems(root: Path, engine: str = DEFAULT_ENGINE) -> list[Problem]:
+    try:
+        policy_set = load_policies(root, engine=engine)
+        load_suites(root, policy_set)
+        return list(policy_set.warnings)
+    except PolicyError as exc:
+        return list(exc.problems)
