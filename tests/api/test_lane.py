@@ -13,10 +13,12 @@ from typing import Any
 
 import msgspec
 import pytest
+import structlog
 from litestar import Litestar
 from prometheus_client import generate_latest
 
 import service.api.decide
+import service.api.lane
 from service.api import create_app
 from service.api.lane import EvaluateLane
 from service.settings import Settings
@@ -193,3 +195,119 @@ def test_a_decision_that_cannot_be_encoded_is_the_routes_500(
     assert through_lane == from_route  # a problem document from the route, not the server's
     assert through_lane[0] == 500
     assert not decided_by_lane
+
+
+TOGETHER = [
+    body(),
+    body(locale="de"),
+    body(policy="examples/met-or-worked"),
+    body(explain=True),
+    body(policy="nope"),  # the route's 404
+]
+
+
+def test_requests_that_arrive_together_are_decided_together_each_as_if_alone(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane, route, passed = lanes(app)
+    events: list[str] = []
+    real = service.api.lane.decide
+
+    def recorded(*args: Any) -> Any:
+        events.append("decided")
+        return real(*args)
+
+    monkeypatch.setattr("service.api.lane.decide", recorded)
+
+    async def one(chunk: bytes) -> tuple[int, list[Any], bytes]:
+        answer = await call(app, lane, headers(), [chunk])
+        events.append("answered")
+        return answer
+
+    async def together() -> list[tuple[int, list[Any], bytes]]:
+        return await asyncio.gather(*(one(chunk) for chunk in TOGETHER))
+
+    answers = asyncio.run(together())
+    alone = [asyncio.run(call(app, route, headers(), [chunk])) for chunk in TOGETHER]
+    assert answers == alone
+    assert [status for status, _, _ in answers] == [200, 200, 200, 200, 404]
+    assert events == ["decided"] * 5 + ["answered"] * 5  # in one pass, before any answer
+    assert len(passed) == 1  # only the unknown policy went on to the route
+
+
+def test_a_fault_in_one_decision_leaves_the_others_of_its_pass_alone(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane, route, _ = lanes(app)
+    real = service.api.decide.evaluate
+
+    def broken_for_one_policy(policy_set: Any, name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "examples/met-or-worked":
+            raise RuntimeError("boom")
+        return real(policy_set, name, *args, **kwargs)
+
+    monkeypatch.setattr("service.api.decide.evaluate", broken_for_one_policy)
+    chunks = TOGETHER[:4]
+
+    async def together() -> list[tuple[int, list[Any], bytes]]:
+        return await asyncio.gather(*(call(app, lane, headers(), [c]) for c in chunks))
+
+    answers = asyncio.run(together())
+    assert [status for status, _, _ in answers] == [200, 200, 500, 200]
+    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in chunks]
+
+
+def test_each_decision_of_a_pass_runs_in_its_own_requests_context(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, str] = {}
+    real = service.api.lane.decide
+
+    def recorded(state: Any, parsed: Any, scope: Any) -> Any:
+        seen[parsed.locale] = structlog.contextvars.get_contextvars()["request_id"]
+        return real(state, parsed, scope)
+
+    monkeypatch.setattr("service.api.lane.decide", recorded)
+    locales = ["en", "de", "fr"]
+
+    async def together() -> list[tuple[int, list[Any], bytes]]:
+        return await asyncio.gather(
+            *(
+                call(app, app.asgi_handler, [*headers(), (b"x-request-id", f"id-{lc}".encode())],
+                     [body(locale=lc)])
+                for lc in locales
+            )
+        )  # fmt: skip
+
+    answers = asyncio.run(together())
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    assert seen == {locale: f"id-{locale}" for locale in locales}
+
+
+def test_a_request_whose_client_went_away_is_not_decided(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane, _, _ = lanes(app)
+    decided: list[str] = []
+    real = service.api.lane.decide
+
+    def recorded(state: Any, parsed: Any, scope: Any) -> Any:
+        decided.append(parsed.locale)
+        return real(state, parsed, scope)
+
+    monkeypatch.setattr("service.api.lane.decide", recorded)
+
+    async def scenario() -> tuple[int, list[Any], bytes]:
+        gone = asyncio.ensure_future(call(app, lane, headers(), [body(locale="de")]))
+        stays = asyncio.ensure_future(call(app, lane, headers(), [body(locale="fr")]))
+        await asyncio.sleep(0)  # both now wait for the pass, which comes after this
+        gone.cancel()
+        answer = await stays
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return answer
+
+    status, _, content = asyncio.run(scenario())
+    assert status == 200
+    assert json.loads(content)["reply"]["locale"] == "fr"
+    assert decided == ["fr"]
