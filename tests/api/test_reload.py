@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 import signal
 import threading
@@ -17,6 +18,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.api import create_app
+from service.api.state import load_active
+from service.policy.engines import ENGINES
 from service.settings import Settings
 from tests.api.conftest import Log, sample
 from tests.api.server import running_server
@@ -196,3 +199,15 @@ def test_sighup_reloads_a_server_that_does_not_watch(tree: Path) -> None:
         )
         decision = httpx.post(f"{url}/evaluate", json=REQUEST, timeout=10).json()
         assert NEW_TEXT in reply(decision)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_replaced_policy_set_needs_no_garbage_collector(engine: str) -> None:
+    """Workers freeze what they start with, the first policy set included (service/server.py):
+    a set replaced by a reload must be freed by reference counting alone, so it must hold no
+    reference cycles."""
+    active = load_active(Settings(policies=str(POLICIES), cel_engine=engine))  # type: ignore[arg-type]
+    assert active.policy_set.policies
+    gc.collect()
+    del active
+    assert gc.collect() == 0
