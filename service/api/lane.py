@@ -7,17 +7,19 @@ body within the limit that decodes into a valid body, and a known policy. Anythi
 to the litestar route with the received body replayed, so every error answer still comes from
 one place, the route and its problem table. tests/api/test_lane.py holds both to the same bytes.
 
-Requests that arrive together are decided together: each waits for one callback that decides
-every request waiting by then, one after another, each in its own request's context. Under
-load that keeps the decision's code and data in the CPU's caches instead of alternating with
-the server's network code, which nearly halves what a decision costs a worker; alone, a
-request waits one turn of the event loop (bench/README.md, docs/adr/0010-evaluate-fast-lane.md).
+Requests that arrive together are decided together (under the C++ engine): each waits for
+one callback that decides every request waiting by then, one after another, each in its own
+request's context, for at most `PASS_SECONDS`. Under load that keeps the decision's code and
+data in the CPU's caches instead of alternating with the server's network code, which nearly
+halves what a decision costs a worker; alone, a request waits one turn of the event loop
+(bench/README.md, docs/adr/0010-evaluate-fast-lane.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from typing import Any
 
 import msgspec
@@ -38,6 +40,12 @@ __all__ = ["EvaluateLane"]
 
 PATH = "/evaluate"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+
+# Passes pay where a decision costs about what the network code around it does (C++: ~40 µs).
+# A cel-python decision costs ~2 ms: passes gained nothing with one worker and, with two,
+# lost a quarter of the requests/s (measured, not understood), so it is decided at once.
+DECIDED_TOGETHER = frozenset({"cel-expr-python"})
+PASS_SECONDS = 0.002  # how long one pass may hold the event loop (it decides one at least)
 
 Answer = tuple[str, bytes] | None  # the decision's id and its JSON, or None: the route answers
 _Waiting = tuple[EvaluateBody, Scope, contextvars.Context, "asyncio.Future[Answer]"]
@@ -84,9 +92,16 @@ class EvaluateLane:
             return None
         try:
             parsed = decode_json(body, EvaluateBody)
-        except InputError:
+            if self.state.policy_set.engine in DECIDED_TOGETHER:
+                return await self._together(parsed, scope)
+            # Written out, not through `_answer`: with cel-python and two workers, the extra
+            # call cost 8-10% of the requests/s, measured three times and not understood.
+            decision = decide(self.state, parsed, scope)
+            return decision.decision_id, msgspec.json.encode(decision)
+        except (InputError, UnknownPolicyError):
             return None
-        return await self._together(parsed, scope)
+        except Exception:  # a fault: the route meets it again, and answers a logged 500
+            return None
 
     def _together(self, body: EvaluateBody, scope: Scope) -> asyncio.Future[Answer]:
         """The answer, from the next callback that decides every request waiting by then."""
@@ -98,23 +113,32 @@ class EvaluateLane:
         return answer
 
     def _decide_waiting(self) -> None:
+        """One pass: the waiting requests in order, for at most `PASS_SECONDS` (at least one),
+        so a pass never holds the event loop long; the rest go first in the next pass."""
         waiting, self._waiting = self._waiting, []
+        deadline = time.perf_counter() + PASS_SECONDS
+        decided = 0
         try:
             for body, scope, context, answer in waiting:
+                if decided and time.perf_counter() > deadline:
+                    break
+                decided += 1
                 if not answer.done():  # else cancelled: the client went away
                     answer.set_result(context.run(self._answer, body, scope))
         finally:  # whatever escaped, nobody is left waiting
-            for *_, answer in waiting:
+            for *_, answer in waiting[:decided]:
                 if not answer.done():
                     answer.set_result(None)
+            if decided < len(waiting):
+                self._waiting[:0] = waiting[decided:]
+                asyncio.get_running_loop().call_soon(self._decide_waiting)
 
     def _answer(self, body: EvaluateBody, scope: Scope) -> Answer:
+        """A pass's decision, as `_decide` makes one at once: None when the route answers."""
         try:
             decision = decide(self.state, body, scope)
             return decision.decision_id, msgspec.json.encode(decision)
-        except UnknownPolicyError:
-            return None
-        except Exception:  # a fault: the route meets it again, and answers a logged 500
+        except Exception:  # an unknown policy, or a fault the route meets again
             return None
 
     @property

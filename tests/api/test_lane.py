@@ -206,10 +206,10 @@ TOGETHER = [
 ]
 
 
-def test_requests_that_arrive_together_are_decided_together_each_as_if_alone(
-    app: Litestar, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    lane, route, passed = lanes(app)
+def recorded_together(
+    app: Litestar, lane: EvaluateLane, monkeypatch: pytest.MonkeyPatch, chunks: list[bytes]
+) -> tuple[list[tuple[int, list[Any], bytes]], list[str]]:
+    """The answers to `chunks` sent at once, and the order of decisions and answers."""
     events: list[str] = []
     real = service.api.lane.decide
 
@@ -225,9 +225,16 @@ def test_requests_that_arrive_together_are_decided_together_each_as_if_alone(
         return answer
 
     async def together() -> list[tuple[int, list[Any], bytes]]:
-        return await asyncio.gather(*(one(chunk) for chunk in TOGETHER))
+        return await asyncio.gather(*(one(chunk) for chunk in chunks))
 
-    answers = asyncio.run(together())
+    return asyncio.run(together()), events
+
+
+def test_requests_that_arrive_together_are_decided_together_each_as_if_alone(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lane, route, passed = lanes(app)
+    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER)
     alone = [asyncio.run(call(app, route, headers(), [chunk])) for chunk in TOGETHER]
     assert answers == alone
     assert [status for status, _, _ in answers] == [200, 200, 200, 200, 404]
@@ -311,3 +318,26 @@ def test_a_request_whose_client_went_away_is_not_decided(
     assert status == 200
     assert json.loads(content)["reply"]["locale"] == "fr"
     assert decided == ["fr"]
+
+
+def test_a_pass_out_of_time_leaves_the_rest_to_the_next(
+    app: Litestar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.api.lane.PASS_SECONDS", 0.0)  # one decision per pass
+    lane, route, _ = lanes(app)
+    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER[:3])
+    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in TOGETHER[:3]]
+    assert events == ["decided", "answered"] * 3
+
+
+def test_under_cel_python_each_request_is_decided_at_once(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(
+        Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}", cel_engine="cel-python")
+    )
+    lane, route, passed = lanes(app)
+    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER[:3])
+    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in TOGETHER[:3]]
+    assert events == ["decided", "answered"] * 3
+    assert not passed
