@@ -12,7 +12,7 @@ one callback that decides every request waiting by then, one after another, each
 request's context, for at most `PASS_SECONDS`. Under load that keeps the decision's code and
 data in the CPU's caches instead of alternating with the server's network code, which nearly
 halves what a decision costs a worker; alone, a request waits one turn of the event loop
-(bench/README.md, docs/adr/0010-evaluate-fast-lane.md).
+(bench/README.md, docs/adr/0011-decide-together.md).
 """
 
 from __future__ import annotations
