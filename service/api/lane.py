@@ -9,7 +9,7 @@ one place, the route and its problem table. tests/api/test_lane.py holds both to
 
 Requests that arrive together are decided together (under the C++ engine): each waits for
 one callback that decides every request waiting by then, one after another, each in its own
-request's context, for at most `PASS_SECONDS`. Under load that keeps the decision's code and
+request's context, for about `PASS_SECONDS` at most. Under load that keeps the decision's code and
 data in the CPU's caches instead of alternating with the server's network code, which nearly
 halves what a decision costs a worker; alone, a request waits one turn of the event loop
 (bench/README.md, docs/adr/0011-decide-together.md).
@@ -45,7 +45,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 # A cel-python decision costs ~2 ms: passes gained nothing with one worker and, with two,
 # lost a quarter of the requests/s (measured, not understood), so it is decided at once.
 DECIDED_TOGETHER = frozenset({"cel-expr-python"})
-PASS_SECONDS = 0.002  # how long one pass may hold the event loop (it decides one at least)
+PASS_SECONDS = 0.002  # after this, a pass takes up no new request (it decides one at least)
 
 Answer = tuple[str, bytes] | None  # the decision's id and its JSON, or None: the route answers
 _Waiting = tuple[EvaluateBody, Scope, contextvars.Context, "asyncio.Future[Answer]"]
@@ -57,6 +57,7 @@ class EvaluateLane:
     def __init__(self, app: ASGIApp, state: AppState, route: HTTPRouteHandler) -> None:
         self.app, self.state, self.route = app, state, route
         self._waiting: list[_Waiting] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the waiting wait on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "POST" or scope["path"] != PATH:
@@ -106,6 +107,8 @@ class EvaluateLane:
     def _together(self, body: EvaluateBody, scope: Scope) -> asyncio.Future[Answer]:
         """The answer, from the next callback that decides every request waiting by then."""
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a worker runs one loop; tests, several
+            self._loop, self._waiting = loop, []  # nothing waits on a loop that is gone
         answer: asyncio.Future[Answer] = loop.create_future()
         self._waiting.append((body, scope, contextvars.copy_context(), answer))
         if len(self._waiting) == 1:
@@ -113,24 +116,26 @@ class EvaluateLane:
         return answer
 
     def _decide_waiting(self) -> None:
-        """One pass: the waiting requests in order, for at most `PASS_SECONDS` (at least one),
-        so a pass never holds the event loop long; the rest go first in the next pass."""
-        waiting, self._waiting = self._waiting, []
-        deadline = time.perf_counter() + PASS_SECONDS
+        """One pass: the waiting requests in order, taking up no new one after `PASS_SECONDS`
+        (it decides one at least), so a pass holds the event loop briefly; the rest go first
+        in the next pass."""
+        waiting: list[_Waiting] = []
         decided = 0
         try:
+            waiting, self._waiting = self._waiting, []
+            deadline = time.perf_counter() + PASS_SECONDS
             for body, scope, context, answer in waiting:
                 if decided and time.perf_counter() > deadline:
                     break
                 decided += 1
-                if not answer.done():  # else cancelled: the client went away
+                if not answer.done():  # else cancelled (uvicorn does, at the shutdown timeout)
                     answer.set_result(context.run(self._answer, body, scope))
         finally:  # whatever escaped, nobody is left waiting
             for *_, answer in waiting[:decided]:
                 if not answer.done():
                     answer.set_result(None)
-            if decided < len(waiting):
-                self._waiting[:0] = waiting[decided:]
+            self._waiting[:0] = waiting[decided:]
+            if self._waiting:
                 asyncio.get_running_loop().call_soon(self._decide_waiting)
 
     def _answer(self, body: EvaluateBody, scope: Scope) -> Answer:

@@ -206,42 +206,61 @@ TOGETHER = [
 ]
 
 
-def recorded_together(
-    app: Litestar, lane: EvaluateLane, monkeypatch: pytest.MonkeyPatch, chunks: list[bytes]
-) -> tuple[list[tuple[int, list[Any], bytes]], list[str]]:
-    """The answers to `chunks` sent at once, and the order of decisions and answers."""
+@pytest.fixture
+def unhurried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes without a time limit, so what a pass holds does not depend on the machine."""
+    monkeypatch.setattr("service.api.lane.PASS_SECONDS", 60.0)
+
+
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The lane's decisions as they happen: "decided" in a pass (outside any request's task),
+    "decided at once" in the request's own task."""
     events: list[str] = []
     real = service.api.lane.decide
 
     def recorded(*args: Any) -> Any:
-        events.append("decided")
+        events.append("decided" if asyncio.current_task() is None else "decided at once")
         return real(*args)
 
     monkeypatch.setattr("service.api.lane.decide", recorded)
+    return events
 
-    async def one(chunk: bytes) -> tuple[int, list[Any], bytes]:
-        answer = await call(app, lane, headers(), [chunk])
+
+def together(
+    app: Litestar, lane: Any, chunks: list[bytes], events: list[str], head: Any = None
+) -> list[tuple[int, list[Any], bytes]]:
+    """The answers to `chunks` sent at once; each answer is recorded in `events`."""
+
+    async def one(chunk: bytes, extra: list[Any]) -> tuple[int, list[Any], bytes]:
+        answer = await call(app, lane, [*headers(), *extra], [chunk])
         events.append("answered")
         return answer
 
-    async def together() -> list[tuple[int, list[Any], bytes]]:
-        return await asyncio.gather(*(one(chunk) for chunk in chunks))
+    async def run() -> list[tuple[int, list[Any], bytes]]:
+        extras = head or [[] for _ in chunks]
+        return await asyncio.gather(*(one(c, e) for c, e in zip(chunks, extras, strict=True)))
 
-    return asyncio.run(together()), events
+    return asyncio.run(run())
 
 
+def alone(app: Litestar, route: Any, chunks: list[bytes]) -> list[tuple[int, list[Any], bytes]]:
+    return [asyncio.run(call(app, route, headers(), [chunk])) for chunk in chunks]
+
+
+@pytest.mark.usefixtures("unhurried")
 def test_requests_that_arrive_together_are_decided_together_each_as_if_alone(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lane, route, passed = lanes(app)
-    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER)
-    alone = [asyncio.run(call(app, route, headers(), [chunk])) for chunk in TOGETHER]
-    assert answers == alone
+    events = recording(monkeypatch)
+    answers = together(app, lane, TOGETHER, events)
+    assert answers == alone(app, route, TOGETHER)
     assert [status for status, _, _ in answers] == [200, 200, 200, 200, 404]
     assert events == ["decided"] * 5 + ["answered"] * 5  # in one pass, before any answer
     assert len(passed) == 1  # only the unknown policy went on to the route
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_a_fault_in_one_decision_leaves_the_others_of_its_pass_alone(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -254,55 +273,39 @@ def test_a_fault_in_one_decision_leaves_the_others_of_its_pass_alone(
         return real(policy_set, name, *args, **kwargs)
 
     monkeypatch.setattr("service.api.decide.evaluate", broken_for_one_policy)
-    chunks = TOGETHER[:4]
-
-    async def together() -> list[tuple[int, list[Any], bytes]]:
-        return await asyncio.gather(*(call(app, lane, headers(), [c]) for c in chunks))
-
-    answers = asyncio.run(together())
+    events = recording(monkeypatch)
+    answers = together(app, lane, TOGETHER[:4], events)
     assert [status for status, _, _ in answers] == [200, 200, 500, 200]
-    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in chunks]
+    assert events == ["decided"] * 4 + ["answered"] * 4
+    assert answers == alone(app, route, TOGETHER[:4])
 
 
+@pytest.mark.usefixtures("unhurried")
 def test_each_decision_of_a_pass_runs_in_its_own_requests_context(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, bool]] = {}
     real = service.api.lane.decide
 
     def recorded(state: Any, parsed: Any, scope: Any) -> Any:
-        seen[parsed.locale] = structlog.contextvars.get_contextvars()["request_id"]
+        request_id = structlog.contextvars.get_contextvars()["request_id"]
+        seen[parsed.locale] = (request_id, asyncio.current_task() is None)
         return real(state, parsed, scope)
 
     monkeypatch.setattr("service.api.lane.decide", recorded)
     locales = ["en", "de", "fr"]
-
-    async def together() -> list[tuple[int, list[Any], bytes]]:
-        return await asyncio.gather(
-            *(
-                call(app, app.asgi_handler, [*headers(), (b"x-request-id", f"id-{lc}".encode())],
-                     [body(locale=lc)])
-                for lc in locales
-            )
-        )  # fmt: skip
-
-    answers = asyncio.run(together())
+    ids = [[(b"x-request-id", f"id-{locale}".encode())] for locale in locales]
+    answers = together(app, app.asgi_handler, [body(locale=lc) for lc in locales], [], ids)
     assert [status for status, _, _ in answers] == [200, 200, 200]
-    assert seen == {locale: f"id-{locale}" for locale in locales}
+    assert seen == {locale: (f"id-{locale}", True) for locale in locales}  # in a pass
 
 
-def test_a_request_whose_client_went_away_is_not_decided(
+def test_a_request_cancelled_while_it_waits_is_not_decided(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """uvicorn cancels a request's task at the graceful shutdown's timeout."""
     lane, _, _ = lanes(app)
-    decided: list[str] = []
-    real = service.api.lane.decide
-
-    def recorded(state: Any, parsed: Any, scope: Any) -> Any:
-        decided.append(parsed.locale)
-        return real(state, parsed, scope)
-
-    monkeypatch.setattr("service.api.lane.decide", recorded)
+    events = recording(monkeypatch)
 
     async def scenario() -> tuple[int, list[Any], bytes]:
         gone = asyncio.ensure_future(call(app, lane, headers(), [body(locale="de")]))
@@ -317,7 +320,7 @@ def test_a_request_whose_client_went_away_is_not_decided(
     status, _, content = asyncio.run(scenario())
     assert status == 200
     assert json.loads(content)["reply"]["locale"] == "fr"
-    assert decided == ["fr"]
+    assert events == ["decided"]
 
 
 def test_a_pass_out_of_time_leaves_the_rest_to_the_next(
@@ -325,9 +328,23 @@ def test_a_pass_out_of_time_leaves_the_rest_to_the_next(
 ) -> None:
     monkeypatch.setattr("service.api.lane.PASS_SECONDS", 0.0)  # one decision per pass
     lane, route, _ = lanes(app)
-    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER[:3])
-    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in TOGETHER[:3]]
+    events = recording(monkeypatch)
+    assert together(app, lane, TOGETHER[:3], events) == alone(app, route, TOGETHER[:3])
     assert events == ["decided", "answered"] * 3
+
+
+def test_a_lane_outlives_an_event_loop_stopped_with_requests_waiting(app: Litestar) -> None:
+    lane, route, _ = lanes(app)
+    old = asyncio.new_event_loop()
+    try:
+        stranded = old.create_task(call(app, lane, headers(), [body(locale="de")]))
+        old.call_soon(old.stop)  # after the request joins, before its pass runs
+        old.run_forever()
+        assert not stranded.done()
+    finally:
+        old.close()
+    answer = asyncio.run(asyncio.wait_for(call(app, lane, headers(), [body()]), timeout=10))
+    assert answer == asyncio.run(call(app, route, headers(), [body()]))
 
 
 def test_under_cel_python_each_request_is_decided_at_once(
@@ -337,7 +354,7 @@ def test_under_cel_python_each_request_is_decided_at_once(
         Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}", cel_engine="cel-python")
     )
     lane, route, passed = lanes(app)
-    answers, events = recorded_together(app, lane, monkeypatch, TOGETHER[:3])
-    assert answers == [asyncio.run(call(app, route, headers(), [c])) for c in TOGETHER[:3]]
-    assert events == ["decided", "answered"] * 3
+    events = recording(monkeypatch)
+    assert together(app, lane, TOGETHER[:3], events) == alone(app, route, TOGETHER[:3])
+    assert events == ["decided at once", "answered"] * 3
     assert not passed
