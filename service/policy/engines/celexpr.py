@@ -100,7 +100,7 @@ def distinct(programs: Sequence[Program]) -> list[Program]:
 
 def _positions(programs: Sequence[Program]) -> list[int]:
     """For each of `programs`, where its value is among those of `distinct(programs)`."""
-    texts = list(dict.fromkeys(p.expression.text for p in programs))
+    texts = [p.expression.text for p in distinct(programs)]
     return [texts.index(p.expression.text) for p in programs]
 
 
