@@ -142,13 +142,13 @@ class _Probe:
         """(value, None) or (None, the failure). A type error is reported unless quiet, and
         only when the other engine fails with one too: whether a policy loads must not depend
         on the engine (where only one fails, `compare` warns)."""
-        other: tuple[Any, EvalError | None] | None
+        other = self._twin_value(scope, program)
         try:
             result = _value(scope, program)
         except UnrepresentableError:  # a value C++ cannot hold: the reference engine decides
-            result = other = _value(self._other(scope), self.twin(program))
+            assert other is not None  # the other engine is the reference, which holds any value
+            result = other
         else:
-            other = self._twin_value(scope, program)
             if other is not None:
                 self.compare(site, program, result, other)
         if not quiet and _type_error(result) and (other is None or _type_error(other)):
