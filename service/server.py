@@ -91,19 +91,26 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.delay = delay
         self.exit_at: float | None = None
+        self.announced = False
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: it interrupts the main thread anywhere, possibly inside a log
+        # call that holds structlog's (non-reentrant) output lock. So it only sets flags;
+        # logging from here can deadlock the worker. The loop's next tick announces it.
         if self.delay <= 0 or self.exit_at is not None:
             super().handle_exit(sig, frame)
             return
         self.exit_at = time.monotonic() + self.delay
         for app in _APPS:
             app.state.handshake.draining = True
-        structlog.get_logger("handshake").info("draining", seconds=self.delay)
 
     async def on_tick(self, counter: int) -> bool:
-        if self.exit_at is not None and time.monotonic() >= self.exit_at:
-            self.should_exit = True
+        if self.exit_at is not None:
+            if not self.announced:
+                self.announced = True
+                structlog.get_logger("handshake").info("draining", seconds=self.delay)
+            if time.monotonic() >= self.exit_at:
+                self.should_exit = True
         return await super().on_tick(counter)
 
 

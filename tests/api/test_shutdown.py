@@ -8,6 +8,8 @@ until readiness says the server is draining.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import signal
 import subprocess
 import threading
@@ -15,7 +17,12 @@ import time
 
 import httpx
 import pytest
+import structlog
+import uvicorn
 
+from service.log import configure_logging
+from service.server import DrainingServer
+from service.settings import Settings
 from tests.api.conftest import sample
 from tests.api.server import running_server, stacks_of
 
@@ -74,3 +81,39 @@ def test_sigterm_drains_and_no_accepted_request_fails() -> None:
     assert served_while_draining, "requests kept being served after SIGTERM"
     assert exited_at - terminated_at >= 1.5  # the shutdown delay was honoured
     assert process.returncode == 0
+
+
+def test_a_sigterm_that_lands_inside_a_log_write_does_not_hang_the_worker() -> None:
+    """A signal handler runs in the main thread wherever it happens to be, also inside a log
+    call holding structlog's output lock, which is not reentrant. A handler that logs there
+    waits on itself forever (CI once hung this way). Here the handler runs from inside the
+    stream's write, exactly where such a signal lands."""
+    server = DrainingServer(uvicorn.Config("service.server:app_from_environment"), delay=1.0)
+
+    class SignalMidWrite(io.StringIO):
+        fired = False
+
+        def write(self, text: str) -> int:
+            if not self.fired:
+                self.fired = True
+                server.handle_exit(signal.SIGTERM, None)
+            return super().write(text)
+
+    stream = SignalMidWrite()
+    configure_logging(Settings(log_format="json"), stream)
+    # In a daemon thread, so that a regression fails this test instead of hanging the run.
+    worker = threading.Thread(target=structlog.get_logger("t").info, args=("busy",), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive(), "the signal handler deadlocked on the log output lock"
+    assert server.exit_at is not None
+    assert not server.should_exit
+
+    # The loop's next tick says so, once; the server exits when the delay has passed.
+    asyncio.run(server.on_tick(1))
+    asyncio.run(server.on_tick(2))
+    events = [line for line in stream.getvalue().splitlines() if '"draining"' in line]
+    assert len(events) == 1
+    assert '"seconds":1.0' in events[0]
+    server.exit_at = time.monotonic()
+    assert asyncio.run(server.on_tick(3)) is True
