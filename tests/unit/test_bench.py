@@ -65,7 +65,7 @@ def test_the_in_process_bench_times_every_piece_of_a_decision() -> None:
     timed = [re.fullmatch(r"\s+(\S.*?)\s+(\d+\.\d)", line) for line in pieces]
     assert all(timed), pieces
     labels = [m.group(1) for m in timed if m]
-    assert len(labels) == 9
+    assert len(labels) == 10
     assert "the route's decide(): the clock, evaluate(), metrics" in labels
     assert all(float(m.group(2)) > 0 for m in timed if m)
 
