@@ -48,7 +48,7 @@ def serve(settings: Settings) -> int:
     policy_set = active.policy_set
     for warning in (*policy_set.warnings, *active.webhooks.warnings):
         log.warning("policy_warning", problem=str(warning))
-    for event, fields in startup_warnings(settings, tokens.enabled):
+    for event, fields in startup_warnings(settings, tokens.required):
         log.warning(event, **fields)
     _export(settings)
     log.info(
@@ -56,7 +56,7 @@ def serve(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        authentication=tokens.enabled,
+        authentication=tokens.required,
         policies=len(policy_set.policies),
         cel_engine=policy_set.engine,
         webhook_sources=len(active.webhooks.sources),

@@ -7,6 +7,7 @@ unknown `HANDSHAKE_*` variable is an error, so a typo cannot silently fall back 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -14,7 +15,7 @@ import msgspec
 
 from service.policy.errors import did_you_mean
 
-__all__ = ["PREFIX", "Settings", "SettingsError", "load_settings"]
+__all__ = ["PREFIX", "Settings", "SettingsError", "is_placeholder", "load_settings"]
 
 PREFIX = "HANDSHAKE_"
 
@@ -44,9 +45,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     so load balancers stop sending new requests first (one worker; else use a preStop hook)."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
     batch_max_items: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    authentication: Literal["tokens", "none"] | None = None
+    """`tokens`: every API call needs a bearer token; `none`: no authentication (local use).
+    Unset: `tokens` when `api_tokens` or `api_tokens_file` is set, else `none`. Never decided
+    by what a tokens file holds: once on, a file that becomes empty or unreadable keeps the last
+    good tokens (docs/operations.md)."""
     api_tokens: str | None = None
-    """Bearer tokens for the API, `name:token` (or a bare token), separated by commas or spaces.
-    None and no `api_tokens_file`: no authentication (for local use)."""
+    """Bearer tokens for the API, `name:token` (or a bare token), separated by commas or spaces."""
     api_tokens_file: str | None = None
     """A file of tokens, one `name:token` a line; read again on every reload (rotation)."""
     metrics_require_token: bool = False
@@ -62,6 +67,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class SettingsError(ValueError):
     """A setting is unknown or invalid; the message is one line naming the variable."""
+
+
+# The shapes of the placeholders in deploy/k8s/overlays/example and in common templates: a
+# secret that still says so must never work as a real credential.
+_PLACEHOLDER = re.compile(r"replace[-_]?with|change[-_]?me|placeholder|<[^>]*>", re.IGNORECASE)
+
+
+def is_placeholder(secret: str) -> bool:
+    """A secret copied from an example and never replaced (`REPLACE-WITH-…`, `changeme`)."""
+    return _PLACEHOLDER.search(secret) is not None
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -36,6 +36,7 @@ from service.policy.model import Locale, PolicyName
 from service.policy.parts import Site
 from service.policy.request import Base
 from service.policy.source import read_source
+from service.settings import is_placeholder
 
 __all__ = [
     "SignatureError",
@@ -172,6 +173,8 @@ def _secret(
             text = Path(ref.file or "").read_text(encoding="utf-8").strip()
         except OSError:
             return None, None
+    if is_placeholder(text):
+        return None, f"secret from `{ref.env or ref.file}` is a placeholder: set a real one"
     if scheme == "github":
         return text.encode(), None
     try:  # Standard Webhooks: `whsec_` + base64 of the key

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
@@ -16,7 +18,7 @@ from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
-from service.api.state import Active, AppState, load_active
+from service.api.state import Active, AppState, TokensStatus, load_active
 from service.settings import Settings, load_settings
 
 __all__ = ["create_app"]
@@ -35,12 +37,14 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
     """The app; policies and webhook sources are loaded here unless `active` is given."""
     settings = settings or load_settings()
     metrics = Metrics()
+    tokens = load_tokens(settings)
     state = AppState(
         settings,
         active or load_active(settings),
         metrics,
         batch_body(settings.batch_max_items),
-        load_tokens(settings),
+        tokens,
+        tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
     )
     reloader = Reloader(state)
     metrics.activated(state.policy_set)

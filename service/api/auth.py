@@ -20,12 +20,13 @@ from litestar.handlers import BaseRouteHandler
 
 from service.api.observability import note
 from service.api.problems import problem
-from service.settings import Settings, SettingsError
+from service.settings import Settings, SettingsError, is_placeholder
 
 __all__ = [
     "SECURITY_SCHEME",
     "Tokens",
     "authenticate",
+    "authentication_on",
     "caller",
     "identify",
     "load_tokens",
@@ -40,11 +41,11 @@ _CALLER = "handshake.caller"
 
 @dataclass(frozen=True)
 class Tokens:
-    entries: tuple[tuple[str, bytes], ...] = ()  # (caller name, sha256 of the token)
+    """The configured tokens. `required` comes from the settings alone: with it on and no
+    entries (which loading never produces), every call is refused."""
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self.entries)
+    required: bool = False
+    entries: tuple[tuple[str, bytes], ...] = ()  # (caller name, sha256 of the token)
 
     def identify(self, presented: str) -> str | None:
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
@@ -55,24 +56,56 @@ class Tokens:
         return found
 
 
+def authentication_on(settings: Settings) -> bool:
+    """Whether API calls need a token: the setting, else whether a token source is configured."""
+    if settings.authentication is not None:
+        return settings.authentication == "tokens"
+    return settings.api_tokens is not None or settings.api_tokens_file is not None
+
+
 def load_tokens(settings: Settings) -> Tokens:
-    """The configured tokens; raises `SettingsError` (one line) for a bad one."""
-    entries = re.split(r"[,\s]+", settings.api_tokens or "")
+    """The configured tokens; raises `SettingsError` (one line) for a bad or missing one.
+
+    With authentication on, a source that yields no token is an error, never "open"."""
+    configured = settings.api_tokens is not None or settings.api_tokens_file is not None
+    if not authentication_on(settings):
+        if configured:
+            raise SettingsError(
+                "HANDSHAKE_AUTHENTICATION: `none`, but HANDSHAKE_API_TOKENS or "
+                "HANDSHAKE_API_TOKENS_FILE is set; unset them or use `tokens`"
+            )
+        return Tokens()
+    if not configured:
+        raise SettingsError(
+            "HANDSHAKE_AUTHENTICATION: `tokens` needs HANDSHAKE_API_TOKENS or "
+            "HANDSHAKE_API_TOKENS_FILE"
+        )
+    entries = [("HANDSHAKE_API_TOKENS", e) for e in re.split(r"[,\s]+", settings.api_tokens or "")]
     if settings.api_tokens_file:
+        where = "HANDSHAKE_API_TOKENS_FILE"
         try:
-            entries += Path(settings.api_tokens_file).read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise SettingsError(f"HANDSHAKE_API_TOKENS_FILE: cannot read: {exc.strerror}") from None
+            text = Path(settings.api_tokens_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+            raise SettingsError(f"{where}: cannot read: {reason}") from None
+        entries += [(f"{where}:{n}", line) for n, line in enumerate(text.splitlines(), 1)]
     tokens = []
-    for entry in (e.strip() for e in entries):
+    for where, entry in ((w, e.strip()) for w, e in entries):
         if not entry or entry.startswith("#"):
             continue
         name, _, token = entry.rpartition(":")
         if len(token) < MIN_LENGTH:
-            raise SettingsError(f"API tokens must have at least {MIN_LENGTH} characters")
+            raise SettingsError(f"{where}: API tokens must have at least {MIN_LENGTH} characters")
+        if is_placeholder(token):
+            raise SettingsError(f"{where}: a placeholder token (`REPLACE-WITH-…`): set a real one")
         digest = hashlib.sha256(token.encode()).digest()
         tokens.append((name or f"token-{digest.hex()[:8]}", digest))
-    return Tokens(tuple(tokens))
+    if not tokens:
+        raise SettingsError(
+            "HANDSHAKE_API_TOKENS / HANDSHAKE_API_TOKENS_FILE hold no token, so authentication "
+            "would refuse every call"
+        )
+    return Tokens(required=True, entries=tuple(tokens))
 
 
 async def require_token(
@@ -88,9 +121,9 @@ async def require_token(
 
 
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
-    """401 unless the request carries a valid bearer token (when tokens are configured)."""
+    """401 unless the request carries a valid bearer token (when authentication is on)."""
     tokens: Tokens = connection.app.state.handshake.tokens
-    if tokens.enabled:
+    if tokens.required:
         remember_caller(connection.scope, identify(tokens, connection.headers.get("authorization")))
 
 

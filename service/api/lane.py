@@ -83,7 +83,7 @@ class EvaluateLane:
         headers = _first(scope["headers"], (b"authorization", b"content-type", b"content-length"))
         tokens = self.state.tokens
         try:
-            if tokens.enabled:
+            if tokens.required:
                 remember_caller(scope, identify(tokens, headers.get(b"authorization")))
             require_json(headers.get(b"content-type", ""))
         except HTTPException:

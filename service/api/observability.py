@@ -72,6 +72,12 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.token_reloads = Counter(
+            "handshake_token_reloads",
+            "Readings of the API tokens on reload (failure: the last good tokens stay in force)",
+            ["result"],
+            registry=self.registry,
+        )
         self.policy_set_loaded = Gauge(
             "handshake_policy_set_loaded_timestamp_seconds",
             "When the active policy set was loaded",

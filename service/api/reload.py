@@ -21,7 +21,7 @@ from litestar import Litestar
 from watchfiles import awatch
 
 from service.api.auth import load_tokens
-from service.api.state import AppState, ReloadStatus, load_active
+from service.api.state import AppState, ReloadStatus, TokensStatus, load_active
 from service.policy import PolicyError, PolicySet, Problem
 from service.policy.suite import load_suites, run_case
 from service.settings import SettingsError
@@ -38,10 +38,7 @@ class Reloader:
     def reload(self, reason: str) -> bool:
         """Load, check and swap; blocking (run it in a thread). True when a new set is active."""
         state = self.state
-        try:
-            state.tokens = load_tokens(state.settings)  # a tokens file may have been rotated
-        except SettingsError as exc:
-            self.log.error("tokens_reload_failed", reason=reason, error=str(exc))
+        self._reload_tokens(reason)
         try:
             active = load_active(state.settings)
             candidate = active.policy_set
@@ -71,6 +68,24 @@ class Reloader:
     async def reload_async(self, reason: str) -> bool:
         async with self._lock:  # one reload at a time; the next sees the newest files
             return await asyncio.to_thread(self.reload, reason)
+
+    def _reload_tokens(self, reason: str) -> None:
+        """Read the tokens again (a file may have been rotated). A reading that fails keeps
+        the last good tokens in force: authentication never turns off by a file's content."""
+        state = self.state
+        if state.tokens_status is None:  # authentication is off, by configuration
+            return
+        try:
+            state.tokens = load_tokens(state.settings)
+        except SettingsError as exc:
+            state.metrics.token_reloads.labels("failure").inc()
+            state.tokens_status = TokensStatus(
+                status="failed", at=datetime.now(UTC), problem=str(exc)
+            )
+            self.log.error("tokens_reload_failed", reason=reason, problem=str(exc))
+            return
+        state.metrics.token_reloads.labels("success").inc()
+        state.tokens_status = TokensStatus(status="ok", at=datetime.now(UTC))
 
     def _failed(self, reason: str, problems: list[Problem]) -> None:
         state = self.state

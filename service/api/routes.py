@@ -202,6 +202,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             digest=policy_set.digest,
             loaded_at=policy_set.loaded_at,
             last_reload=state.last_reload,
+            tokens=state.tokens_status,
         )
 
     @get(

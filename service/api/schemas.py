@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.api.state import ReloadStatus
+from service.api.state import ReloadStatus, TokensStatus
 from service.policy.decision import Decision, Out
 from service.policy.model import Locale, PolicyName
 from service.policy.request import Base, ConnectionRequest, Timestamp, check_timestamps
@@ -140,3 +140,4 @@ class Health(Out, frozen=True, kw_only=True):
     digest: str | None = None
     loaded_at: datetime | None = None
     last_reload: ReloadStatus | None = None  # a failed reload: the active set still serves
+    tokens: TokensStatus | None = None  # a failed reading: the last good tokens stay in force

@@ -17,7 +17,7 @@ from service.revision import policy_revision
 from service.settings import Settings
 from service.webhooks import Webhooks, load_webhooks
 
-__all__ = ["Active", "AppState", "ReloadStatus", "load_active", "webhooks_path"]
+__all__ = ["Active", "AppState", "ReloadStatus", "TokensStatus", "load_active", "webhooks_path"]
 
 
 class ReloadStatus(Out, frozen=True, kw_only=True):
@@ -39,6 +39,15 @@ class ReloadStatus(Out, frozen=True, kw_only=True):
             digest=policy_set.digest,
             unchanged=unchanged,
         )
+
+
+class TokensStatus(Out, frozen=True, kw_only=True):
+    """The last reading of the API tokens (authentication on): `failed` keeps the tokens of
+    the last good reading in force, and says why (never a token)."""
+
+    status: Literal["ok", "failed"]
+    at: datetime
+    problem: str | None = None
 
 
 def webhooks_path(settings: Settings) -> Path | None:
@@ -84,6 +93,7 @@ class AppState:
     batch_body: Any  # the batch body's type, made for the configured item limit
     tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
+    tokens_status: TokensStatus | None = None  # None: authentication is off
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
     # One bound logger for decision events, made once: structlog's module-level proxy would
     # build a new one on every call (cheap, but it is once per decision).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -12,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -33,11 +34,22 @@ def stacks_of(process: subprocess.Popen[bytes]) -> str:
     (SIGUSR1: faulthandler), for a test to show when the server does not do what it should."""
     process.send_signal(signal.SIGUSR1)
     time.sleep(1)
+    return output_of(process)[-20_000:]
+
+
+def output_of(process: subprocess.Popen[bytes]) -> str:
+    """What a server started by `running_server` has written so far."""
     output = _OUTPUTS[process.pid]
     output.seek(0)
     text = output.read().decode(errors="replace")
     output.seek(0, os.SEEK_END)  # the server goes on appending
-    return text[-20_000:]
+    return text
+
+
+def events_of(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """The JSON log events a server started by `running_server` has written so far."""
+    lines = output_of(process).splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
 @contextmanager
