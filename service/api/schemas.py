@@ -14,7 +14,14 @@ import msgspec
 from service.api.state import ReloadStatus, TokensStatus
 from service.policy.decision import Decision, Out
 from service.policy.model import Locale, PolicyName
-from service.policy.request import Base, ConnectionRequest, Timestamp, check_timestamps
+from service.policy.request import (
+    Base,
+    ConnectionRequest,
+    InputError,
+    Timestamp,
+    check_depth,
+    check_timestamps,
+)
 
 __all__ = [
     "BatchItem",
@@ -70,8 +77,9 @@ def every_item_valid(raw: bytes, max_items: int) -> list[EvaluateBody] | None:
     """The common case at msgspec's speed: the whole batch decodes into valid items (else
     None, and the batch is decoded as `batch_body` item by item, to say which failed)."""
     try:
+        check_depth(raw)
         items = msgspec.json.decode(raw, type=_ValidBatch).items
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+    except (InputError, msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
         return None
     return items if 1 <= len(items) <= max_items else None
 

@@ -16,14 +16,12 @@ from typing import Any, Literal
 from service.policy import references as refs
 from service.policy.engines import (
     MACROS,
-    REFERENCE_ENGINE,
     CelSyntaxError,
     Engine,
     Expression,
     Program,
     RequestFields,
     Scope,
-    get_engine,
     parse,
 )
 from service.policy.engines.celpython import FUNCTIONS
@@ -82,30 +80,14 @@ class CompiledPolicy:
     rules: tuple[CompiledRule, ...]
     default: CompiledOutcome
     engine: Engine
-    parts: PolicyParts  # what it was compiled from: for `reference()`
     rules_program: Any = None  # the engine's one-call form of the rules, if it has one
     request_fields: RequestFields | None = None  # what the expressions read (None: anything)
-    _reference: list[CompiledPolicy] = field(default_factory=list, compare=False)
 
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
-        """The names CEL sees; `variables` are computed lazily, at most once each. Raises
-        `UnrepresentableError` for a request the engine cannot hold (see `reference`)."""
+        """The names CEL sees; `variables` are computed lazily, at most once each."""
         return self.engine.scope(
             request, now, self.params_data, self.variables, self.request_fields
         )
-
-    def reference(self) -> CompiledPolicy:
-        """This policy under the reference engine, compiled on first use, for the rare request
-        this engine cannot hold (U+0000 under cel-expr-python). The static checks do not
-        depend on the engine, so it compiles whenever this policy did."""
-        if not self._reference:
-            compiled = _Compiler(self.parts, get_engine(REFERENCE_ENGINE)).run()
-            if compiled is None:
-                raise RuntimeError(
-                    f"policy `{self.name}` does not compile under {REFERENCE_ENGINE}"
-                )
-            self._reference.append(compiled)
-        return self._reference[0]
 
 
 @dataclass(frozen=True)
@@ -128,8 +110,8 @@ class PolicySet:
 
 def _portable(value: Any) -> None:
     """Params mean the same under every engine, so two things are refused under both: U+0000,
-    at which the C++ runtime cuts a string or a key (a request's goes to the reference
-    engine), and map keys other than strings, which the engines look up differently."""
+    at which the C++ runtime cuts a string or a key (refused in requests too), and map keys
+    other than strings, which the engines look up differently."""
     if (isinstance(value, str) and "\x00" in value) or (
         isinstance(value, bytes) and b"\x00" in value
     ):
@@ -236,7 +218,6 @@ class _Compiler:
             rules=tuple(rules),
             default=default,
             engine=self.engine,
-            parts=parts,
             rules_program=self.engine.rules_program(
                 variables,
                 [rule.when for rule in rules],

@@ -28,7 +28,7 @@ from service.policy.decision import (
     Trace,
     VariableTrace,
 )
-from service.policy.engines import EvalError, Scope, UnrepresentableError, to_json, type_name
+from service.policy.engines import EvalError, Scope, to_json, type_name
 from service.policy.request import ConnectionRequest
 from service.policy.wording import choose_locale
 
@@ -98,23 +98,6 @@ def evaluate(
     """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
     policy = policy_set.get(policy_name)
     now = now.astimezone(UTC)
-    try:
-        return _decide(policy_set, policy, request, now, locale, explain, id)
-    except UnrepresentableError:  # in the request or a computed value (U+0000 in C++)
-        return _decide(policy_set, policy.reference(), request, now, locale, explain, id)
-
-
-def _decide(
-    policy_set: PolicySet,
-    policy: CompiledPolicy,
-    request: ConnectionRequest,
-    now: datetime,
-    locale: str | None,
-    explain: bool,
-    id: str | None,
-) -> Decision:
-    """One evaluation under `policy`'s engine; raises `UnrepresentableError` for data that
-    engine cannot hold (the reference engine then decides, from the start)."""
     scope = policy.scope(request, now)
     errors: list[RuleError] = []
     steps: list[RuleTrace] = []

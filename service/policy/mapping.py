@@ -11,7 +11,7 @@ field out; any other failure names the mapping leaf and the request field.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import msgspec
@@ -19,13 +19,10 @@ import msgspec
 from service.policy import references as refs
 from service.policy.engines import (
     MACROS,
-    REFERENCE_ENGINE,
     CelSyntaxError,
     Engine,
     EvalError,
     Program,
-    UnrepresentableError,
-    get_engine,
     parse,
     to_json,
 )
@@ -59,24 +56,11 @@ class Leaf:
 class RequestMapping:
     leaves: tuple[Leaf, ...]
     engine: Engine
-    _reference: list[RequestMapping] = field(default_factory=list, compare=False)
-
-    def reference(self) -> RequestMapping:
-        """The same mapping under the reference engine, compiled on first use (see
-        `CompiledPolicy.reference`): for payloads this engine cannot hold."""
-        if not self._reference:
-            engine = get_engine(REFERENCE_ENGINE)
-            leaves = (replace(x, program=engine.compile(x.program.expression)) for x in self.leaves)
-            self._reference.append(RequestMapping(tuple(leaves), engine))
-        return self._reference[0]
 
     def apply(self, payload: Any, headers: Mapping[str, str]) -> ConnectionRequest:
         """Evaluate every leaf and validate the result; raises `MappingError`."""
         names = {"payload": payload, "headers": dict(headers)}
-        try:
-            scope = self.engine.bind(names)
-        except UnrepresentableError:  # e.g. U+0000 under cel-expr-python
-            return self.reference().apply(payload, headers)
+        scope = self.engine.bind(names)
         data: dict[str, Any] = {}
         for leaf in self.leaves:
             try:

@@ -21,7 +21,6 @@ from service.policy.engines import (
     EvalError,
     Program,
     Scope,
-    UnrepresentableError,
     get_engine,
     to_json,
     type_name,
@@ -142,25 +141,12 @@ class _Probe:
         """(value, None) or (None, the failure). A type error is reported unless quiet, and
         only when the other engine fails with one too: whether a policy loads must not depend
         on the engine (where only one fails, `compare` warns)."""
-        other = self._twin_value(scope, program)
-        try:
-            result = _value(scope, program)
-        except UnrepresentableError:  # a value C++ cannot hold: the reference engine decides
-            assert other is not None  # the other engine is the reference, which holds any value
-            result = other
-        else:
-            if other is not None:
-                self.compare(site, program, result, other)
-        if not quiet and _type_error(result) and (other is None or _type_error(other)):
+        other = _value(self._other(scope), self.twin(program))
+        result = _value(scope, program)
+        self.compare(site, program, result, other)
+        if not quiet and _type_error(result) and _type_error(other):
             self.report(site, f"type error on a representative request: {result[1]}")
         return result
-
-    def _twin_value(self, scope: Scope, program: Program) -> tuple[Any, EvalError | None] | None:
-        """The other engine's result, or None where it hands the data to the reference."""
-        try:
-            return _value(self._other(scope), self.twin(program))
-        except UnrepresentableError:
-            return None
 
     def _other(self, scope: Scope) -> Scope:
         """The other engine's scope for the same request."""
@@ -215,7 +201,7 @@ class _Probe:
 
 
 def _value(scope: Scope, program: Program) -> tuple[Any, EvalError | None]:
-    """(value, None) or (None, the failure); raises `UnrepresentableError`."""
+    """(value, None) or (None, the failure)."""
     try:
         return scope.run(program), None
     except EvalError as exc:

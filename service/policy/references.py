@@ -7,6 +7,7 @@ afterwards by the C++ CEL checker (service/policy/engines/typecheck.py).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,8 @@ def _visit(node: Node, scope: frozenset[str]) -> Iterator[Found]:
         yield from _function(node, scope)
     elif kind == "member_object":
         yield Misuse("message construction is not supported", _at(node))
+    elif kind == "literal" and _holds_nul(node.children[0]):
+        yield Misuse("a literal holds U+0000, at which Google's CEL cuts strings", _at(node))
     else:
         for child in node.children:
             if child is not None:
@@ -210,6 +213,18 @@ def _bare_name(node: Tree) -> str | None:
 def _is_selection(node: Tree) -> bool:
     inner = _unwrap(node)
     return isinstance(inner, lark.Tree) and inner.data == "member_dot"
+
+
+def _holds_nul(token: Node | None) -> bool:
+    """A string or bytes literal that means U+0000 (raw literals keep escapes as text)."""
+    if not isinstance(token, lark.Token) or token.type not in ("STRING_LIT", "BYTES_LIT"):
+        return False
+    raw = token.value.lstrip("bB")[:1] in "rR"
+    return "\x00" in token.value or (not raw and _NUL_ESCAPE.search(token.value) is not None)
+
+
+# `\000`, `\x00`, `\u0000` or `\U00000000`, after an even number of backslashes.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:000|[xX]00|u0000|U00000000)")
 
 
 def _at(node: Tree) -> tuple[int, int]:

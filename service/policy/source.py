@@ -119,6 +119,9 @@ def read_source(path: Path, display: str) -> Source:
 
 def parse_source(raw: bytes, display: str, name: str = "") -> Source:
     """Parse YAML bytes; raise `PolicyError` with the located problems if it is not valid YAML."""
+    if len(raw) > YAML_MAX_BYTES:
+        message = f"larger than {YAML_MAX_BYTES // 1024} KiB: split it, or move data out of it"
+        raise PolicyError([Problem(file=display, line=1, column=1, message=message)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -128,6 +131,7 @@ def parse_source(raw: bytes, display: str, name: str = "") -> Source:
         ) from None
     loader = _Loader(text)
     try:
+        _check_shape(text, display)
         root = loader.get_single_node()
         duplicates = list(_duplicate_keys(root, set()))
         if duplicates:
@@ -153,6 +157,57 @@ def parse_source(raw: bytes, display: str, name: str = "") -> Source:
     finally:
         loader.dispose()
     return Source(file=display, text=text, data=data, root=root, name=name or display)
+
+
+# YAML is composed and constructed recursively (in C, for the C loader): a file is refused
+# past these, read as a stream of events first. Aliases count as what they expand to, so a
+# few lines of anchors cannot stand for millions of values ("billion laughs").
+YAML_MAX_BYTES = 1024 * 1024
+YAML_MAX_DEPTH = 32
+YAML_MAX_NODES = 100_000
+
+
+def _check_shape(text: str, display: str) -> None:
+    """Raise `PolicyError` at the first event past YAML_MAX_DEPTH or YAML_MAX_NODES, or at an
+    alias inside the node it names (a cycle)."""
+    nodes = 0
+    open_: list[list[Any]] = []  # per open collection: [anchor, nodes before it, tallest child]
+    anchors: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, height), once closed
+    for event in yaml.parse(text, Loader=_Loader):
+        height = None  # of a node that ends here
+        if isinstance(event, yaml.CollectionStartEvent):
+            open_.append([event.anchor, nodes, 0])
+            nodes += 1
+            if len(open_) > YAML_MAX_DEPTH:
+                raise _shape_problem(display, event, f"nested deeper than {YAML_MAX_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            anchor, before, tallest = open_.pop()
+            height = tallest + 1
+            if anchor is not None:
+                anchors[anchor] = (nodes - before, height)
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes, height = nodes + 1, 0
+            if event.anchor is not None:
+                anchors[event.anchor] = (1, 0)
+        elif isinstance(event, yaml.AliasEvent):
+            if event.anchor not in anchors:
+                if any(entry[0] == event.anchor for entry in open_):
+                    raise _shape_problem(display, event, "an alias inside the node it names")
+                continue  # unknown: the composer reports it
+            size, height = anchors[event.anchor]
+            nodes += size
+            if len(open_) + height > YAML_MAX_DEPTH:
+                raise _shape_problem(display, event, f"nested deeper than {YAML_MAX_DEPTH} levels")
+        if nodes > YAML_MAX_NODES:
+            raise _shape_problem(display, event, f"more than {YAML_MAX_NODES:,} values")
+        if height is not None and open_:
+            open_[-1][2] = max(open_[-1][2], height)
+
+
+def _shape_problem(display: str, event: yaml.Event, message: str) -> PolicyError:
+    mark = event.start_mark
+    line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    return PolicyError([Problem(file=display, line=line, column=column, message=message)])
 
 
 def _child(node: yaml.Node, segment: str | int) -> yaml.Node | None:

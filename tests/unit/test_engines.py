@@ -24,7 +24,7 @@ from service.policy.engines import (
     parse,
     to_json,
 )
-from service.policy.request import ConnectionRequest, Person
+from service.policy.request import ConnectionRequest, Person, Relationship
 
 GUARD = 'has(r.photo) && r.photo != ""'
 
@@ -193,72 +193,60 @@ def write_policy(directory: Path, rules: str) -> None:
     )
 
 
-def test_a_string_with_u0000_is_not_cut_short_the_reference_engine_decides(
-    tmp_path: Path,
-) -> None:
-    """The C++ runtime would cut "a\\x00b" to "a"; the request goes to cel-python instead."""
-    write_policy(
-        tmp_path,
-        "  - {id: whole, when: 'size(request.requester.name) == 3', decision: accept,"
-        " rationale: '{{ request.requester.name }}'}\n",
-    )
-    request = ConnectionRequest(
-        requester=Person(name="a\x00b", has_photo=True),
-        recipient=Person(name="Bo", has_photo=True),
-    )
-    for engine in ENGINES:
-        decision = evaluate(load_policies(tmp_path, engine=engine), "p", request, now=NOW)
-        assert (decision.rule, decision.rationale) == ("whole", "a\x00b"), engine
-
-
-# A first rule that fails (no `tier` attribute) makes the evaluator go rule by rule, which
-# feeds computed variables back into the runtime as data.
-_FAILS_FIRST = (
-    "  - {id: first, when: 'request.attributes.tier == \"gold\"', decision: accept, rationale: x}\n"
+@pytest.mark.parametrize(
+    "person",
+    [
+        {"name": "a\x00b"},
+        {"name": "a", "headline": "\x00"},
+        {"name": "a", "company": "x\x00"},
+        {"name": "a", "id": "\x00"},
+    ],
 )
+def test_a_request_string_with_u0000_is_refused(person: dict[str, Any]) -> None:
+    """The C++ runtime would cut "a\\x00b" to "a": a decision would depend on the engine."""
+    with pytest.raises(ValueError, match="U\\+0000 is not allowed"):
+        Person(has_photo=True, **person)
+    me = Person(name="Bo", has_photo=True)
+    for fields in (
+        {"message": "hi\x00"},
+        {"attributes": {"k": ["ok", {"deep": "\x00"}]}},
+        {"attributes": {"k\x00": 1}},
+    ):
+        with pytest.raises(ValueError, match="U\\+0000 is not allowed"):
+            ConnectionRequest(requester=me, recipient=me, **fields)
+    with pytest.raises(ValueError, match="U\\+0000 is not allowed"):
+        Relationship(shared_employers=["a", "b\x00"])
 
 
 @pytest.mark.parametrize(
-    ("variable", "when", "rule"),
+    ("literal", "refused"),
     [
-        (
-            '\'request.requester.name == "Jo" ? "\\u0000" : "-"\'',
-            "size(variables.v) == 1",
-            "second",
-        ),
-        (
-            '\'request.requester.name == "Jo" ? b"a\\000b" : b"abc"\'',
-            "size(variables.v) == 3",
-            "second",
-        ),
-        ("'{\"tag\\u0000x\": 1}'", "'tag' in variables.v", None),  # also run at load, by the probe
+        ('"\\u0000"', True),
+        ('"a\\x00"', True),
+        ('b"a\\000b"', True),
+        ('{"tag\\U00000000x": 1}', True),
+        ('r"\\u0000"', False),  # raw: the text backslash-u-0000
+        ('"\\\\u0000"', False),  # an escaped backslash, then text
+        ('"\\u00001"', True),
     ],
-    ids=["string", "bytes", "map-key"],
 )
-def test_a_computed_value_with_u0000_is_not_cut_short(
-    tmp_path: Path, variable: str, when: str, rule: str | None
+def test_a_literal_with_u0000_is_a_load_error_under_either_engine(
+    tmp_path: Path, literal: str, refused: bool
 ) -> None:
-    """The C++ runtime would cut it at U+0000 when it is given back as data: the reference
-    engine decides instead, so both engines give the same decision and nothing raises."""
-    (tmp_path / "p.yaml").write_text(
-        "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
-        f"variables:\n  v: {variable}\nrules:\n{_FAILS_FIRST}"
-        f"  - {{id: second, when: {when!r}, decision: decline, rationale: y}}\n"
-        "default: {decision: ignore, rationale: none}\n"
+    """Computed values are given back to the C++ runtime as data, which would cut them: no
+    literal may hold U+0000, so no expression can compute one."""
+    write_policy(
+        tmp_path, f"  - {{id: r, when: 'size({literal}) > 0', decision: accept, rationale: x}}\n"
     )
-    request = ConnectionRequest(
-        requester=Person(name="Jo", has_photo=True), recipient=Person(name="Bo", has_photo=True)
-    )
-    answers = {
-        (engine, explain): evaluate(
-            load_policies(tmp_path, engine=engine), "p", request, now=NOW, explain=explain
-        )
-        for engine in ENGINES
-        for explain in (False, True)
-    }
-    for decision in answers.values():
-        assert decision.rule == rule
-        assert [e.rule for e in decision.errors] == ["first"]  # no such key `tier`, only
+    for engine in ENGINES:
+        if refused:
+            with pytest.raises(PolicyError) as failed:
+                load_policies(tmp_path, engine=engine)
+            (problem,) = failed.value.problems
+            assert problem.message == "a literal holds U+0000, at which Google's CEL cuts strings"
+            assert (problem.line, problem.column) == (4, 25 + literal.startswith("{"))
+        else:
+            load_policies(tmp_path, engine=engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)

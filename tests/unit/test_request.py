@@ -64,4 +64,9 @@ def test_the_request_struct_is_the_json_schema() -> None:
     schema = msgspec.json.schema(ConnectionRequest)
     person = schema["$defs"]["Person"]
     assert set(person["required"]) == {"name", "has_photo"}
-    assert person["properties"]["name"] == {"type": "string", "minLength": 1, "maxLength": 200}
+    assert person["properties"]["name"] == {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 200,
+        "pattern": "^[^\\u0000]*$",  # checked in __post_init__, said in the schema
+    }

@@ -20,7 +20,6 @@ from service.policy.engines.base import (
     Program,
     RequestFields,
     Scope,
-    UnrepresentableError,
     to_json,
     type_name,
 )
@@ -31,7 +30,6 @@ __all__ = [
     "ENGINES",
     "ITERATION_BUDGET",
     "MACROS",
-    "REFERENCE_ENGINE",
     "CelSyntaxError",
     "Engine",
     "EvalError",
@@ -39,7 +37,6 @@ __all__ = [
     "Program",
     "RequestFields",
     "Scope",
-    "UnrepresentableError",
     "get_engine",
     "parse",
     "to_json",
@@ -48,7 +45,6 @@ __all__ = [
 
 ENGINES = ("cel-expr-python", "cel-python")
 DEFAULT_ENGINE = "cel-expr-python"
-REFERENCE_ENGINE = "cel-python"  # for what another engine cannot hold (UnrepresentableError)
 
 
 @functools.cache

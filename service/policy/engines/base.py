@@ -29,7 +29,6 @@ __all__ = [
     "Program",
     "RequestFields",
     "Scope",
-    "UnrepresentableError",
     "json_number",
     "to_json",
     "type_name",
@@ -61,11 +60,6 @@ class EvalError(Exception):
     def __init__(self, message: str, kind: str = "other") -> None:
         super().__init__(message)
         self.kind = kind
-
-
-class UnrepresentableError(ValueError):
-    """This engine cannot hold this data faithfully (cel-expr-python: a string with U+0000,
-    which the C++ runtime would cut short); the caller evaluates with the reference engine."""
 
 
 BUDGET_MESSAGE = (
@@ -143,13 +137,11 @@ class Engine(Protocol):
     ) -> Scope:
         """Names for one evaluation; `variables` (name -> Program) are computed lazily, once.
         `fields`: what the policy's expressions read of the request (None: anything); an
-        engine may leave the rest out. Raises `UnrepresentableError` for a request this
-        engine cannot hold."""
+        engine may leave the rest out."""
         ...
 
     def bind(self, names: Mapping[str, Any]) -> Scope:
-        """A scope of plain data only (webhook mappings: `payload`, `headers`); may raise
-        `UnrepresentableError`."""
+        """A scope of plain data only (webhook mappings: `payload`, `headers`)."""
         ...
 
 

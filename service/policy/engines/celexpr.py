@@ -28,7 +28,6 @@ from service.policy.engines.base import (
     EvalError,
     Expression,
     RequestFields,
-    UnrepresentableError,
     json_number,
 )
 from service.policy.request import ConnectionRequest
@@ -285,9 +284,9 @@ def request_data(request: ConnectionRequest, fields: RequestFields | None = None
     the `fields` the policy reads, when it says which (the runtime takes in every value it is
     given, and fewer values cost less), else all of them.
 
-    The schema bounds every typed field (counts far below int64), so only absent fields,
-    timestamps and strings need work there; free-form `attributes` get the full conversion. A
-    string with U+0000 among the values that cross cannot: `UnrepresentableError`.
+    The schema bounds every typed field (counts far below int64), so only absent fields and
+    timestamps need work there; free-form `attributes` get the full conversion. No string holds
+    U+0000, at which the runtime would cut it: requests, payloads, params and literals refuse it.
     """
     data: dict[str, Any] = {}
     for key, names in (_EVERY_FIELD if fields is None else fields).items():
@@ -312,22 +311,8 @@ def request_data(request: ConnectionRequest, fields: RequestFields | None = None
 
 
 def _typed(value: Any) -> Any:
-    """A typed field's value for C++: timestamps as protobuf; strings (alone or in a list, the
-    only containers of the typed fields) checked, since the runtime would cut them at U+0000."""
-    kind = type(value)
-    if kind is datetime:
-        return _timestamp(value)
-    if kind is str:
-        _whole(value)
-    elif kind is list:
-        for item in value:
-            _whole(item)
-    return value
-
-
-def _whole(text: str) -> None:
-    if "\x00" in text:
-        raise UnrepresentableError("a string holds U+0000")
+    """A typed field's value for C++: timestamps as protobuf, the rest as it is."""
+    return _timestamp(value) if type(value) is datetime else value
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -341,7 +326,7 @@ def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
 
 def to_data(value: Any, keep_null: bool) -> Any:
     """Plain Python data -> what the C++ runtime accepts inside maps and lists."""
-    if isinstance(value, dict):  # keys too: "a\x00b" would be read as the key "a"
+    if isinstance(value, dict):
         return {
             to_data(k, keep_null): to_data(v, keep_null)
             for k, v in value.items()
@@ -349,10 +334,7 @@ def to_data(value: Any, keep_null: bool) -> Any:
         }
     if isinstance(value, list | tuple):
         return [to_data(v, keep_null) for v in value]
-    if isinstance(value, str):
-        _whole(value)  # the runtime would silently cut the string there
-        return value
-    if isinstance(value, bool | float) or value is None:
+    if isinstance(value, str | bool | float) or value is None:
         return value
     if isinstance(value, int):
         return json_number(value)
@@ -363,8 +345,6 @@ def to_data(value: Any, keep_null: bool) -> Any:
         duration.FromTimedelta(value)
         return duration
     if isinstance(value, bytes | bytearray):
-        if b"\x00" in value:  # cut there too
-            raise UnrepresentableError("bytes hold 0x00")
         return bytes(value)
     raise TypeError(f"cannot give a `{type(value).__name__}` to CEL")
 

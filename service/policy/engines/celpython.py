@@ -108,11 +108,34 @@ def _fraction(micros: int) -> str:
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
+
+def _without_reprs(operator: Callable[[Value, Value], Value]) -> Callable[[Value, Value], Value]:
+    """cel-python's `||` and `&&` on two non-bools raise a TypeError whose message holds the
+    `repr` of both operands; an operand that is itself such an error nests its `repr`, escaped
+    again, so `exists` over n failing items builds text exponential in n (n = 24: seconds and
+    hundreds of MB). The same outcome, with a message of constant size."""
+
+    @functools.wraps(operator)
+    def logical(x: Value, y: Value) -> Value:
+        if not isinstance(x, celtypes.BoolType) and not isinstance(y, celtypes.BoolType):
+            raise TypeError("no such overload")
+        return operator(x, y)
+
+    return logical
+
+
+# The macros (`exists`, `all`) read these from the module at each call; the operators come
+# from the function table below.
+celtypes.logical_or = _without_reprs(celtypes.logical_or)  # type: ignore[assignment]
+celtypes.logical_and = _without_reprs(celtypes.logical_and)  # type: ignore[assignment]
+
 # Functions beyond cel-python's standard set, named as in cel-go's strings extension;
 # `matches` replaced by a quiet, cached version of the same RE2 search; `string` as the spec.
 _EXTENSIONS: dict[str, Callable[..., Value]] = {
     "lowerAscii": _lower_ascii,
     "upperAscii": _upper_ascii,
+    "_||_": celtypes.logical_or,
+    "_&&_": celtypes.logical_and,
     "trim": _trim,
     "matches": _matches,
     "string": _string,
@@ -135,12 +158,33 @@ def parse(text: str) -> Expression:
         ) from None
     except RecursionError:
         raise CelSyntaxError("expression nests too deeply") from None
+    if _height(tree) > MAX_SYNTAX_DEPTH:  # before anything walks the tree recursively
+        raise CelSyntaxError(
+            f"expression nests too deeply (more than {MAX_SYNTAX_DEPTH} levels of syntax): "
+            "split it into variables"
+        )
     variables = frozenset(
         found.path[1]
         for found in references(tree)
         if isinstance(found, Reference) and found.path[0] == "variables" and len(found.path) > 1
     )
     return Expression(text, tree, variables)
+
+
+# The parse tree's height, past which the walks over it (static checks, both engines'
+# conversions, cel-python's evaluator: ~460 from a deep stack) could exhaust Python's stack.
+# Google's CEL refuses more than 32 levels of nesting anyway (about 350 here); chains of `&&`
+# or `||`, which it balances, reach this at about 390 operands (docs/policy-language.md).
+MAX_SYNTAX_DEPTH = 400
+
+
+def _height(tree: lark.Tree[lark.Token]) -> int:
+    tallest, pending = 0, [(tree, 1)]
+    while pending:
+        node, height = pending.pop()
+        tallest = max(tallest, height)
+        pending.extend((c, height + 1) for c in node.children if isinstance(c, lark.Tree))
+    return tallest
 
 
 def _parse_message(cause: BaseException | None) -> str:
