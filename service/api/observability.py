@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.policy.compiler import PolicySet
@@ -24,6 +24,7 @@ from service.policy.decision import Decision
 __all__ = ["Metrics", "RequestLogMiddleware", "note"]
 
 REQUEST_ID = "x-request-id"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _LOG_KEY = "handshake.log"
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -128,6 +129,14 @@ class RequestLogMiddleware:
         request_id = _request_id(scope)
         started = time.perf_counter()
         status = 500
+        left = False  # the client went away before its request was read
+
+        async def receive_noting_departure() -> ReceiveMessage:
+            nonlocal left
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                left = True
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -141,9 +150,11 @@ class RequestLogMiddleware:
 
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_departure, send_with_id)
         finally:
             try:
+                if left:  # whatever was answered, nobody was there: the client's doing
+                    status = CLIENT_CLOSED_REQUEST
                 seconds = time.perf_counter() - started
                 route = _route(scope)
                 known = method if method in _METHODS else "OTHER"  # clients choose methods

@@ -28,6 +28,8 @@ from service.settings import SettingsError
 
 __all__ = ["Reloader", "watching"]
 
+WATCH_RETRY_SECONDS = 1.0
+
 
 class Reloader:
     def __init__(self, state: AppState) -> None:
@@ -46,6 +48,11 @@ class Reloader:
                 _require_passing_suites(Path(state.settings.policies), candidate)
         except PolicyError as exc:
             self._failed(reason, exc.problems)
+            return False
+        except Exception as exc:  # a fault nobody foresaw: the last good set keeps serving
+            self.log.exception("policy_reload_crashed", reason=reason)
+            where = Problem(file=state.settings.policies, message=f"internal error: {exc!r}"[:500])
+            self._failed(reason, [where])
             return False
         previous = state.policy_set
         if (candidate.digest, candidate.revision) == (previous.digest, previous.revision):
@@ -162,7 +169,16 @@ def watch_paths(directory: Path) -> list[Path]:
 
 
 async def _watch(directory: Path, reloader: Reloader, stop: asyncio.Event) -> None:
-    paths = watch_paths(directory)
-    async for changes in awatch(*paths, stop_event=stop, debounce=300, step=50):
-        files = sorted({Path(path).name for _, path in changes})
-        await reloader.reload_async(f"files changed: {', '.join(files[:5])}")
+    """Reload on changes until stopped. Whatever a reload or the watch itself meets, it
+    watches on (after a pause, if the watch failed: e.g. the directory is being replaced)."""
+    log = structlog.get_logger("handshake")
+    while not stop.is_set():
+        try:
+            paths = watch_paths(directory)
+            async for changes in awatch(*paths, stop_event=stop, debounce=300, step=50):
+                files = sorted({Path(path).name for _, path in changes})
+                await reloader.reload_async(f"files changed: {', '.join(files[:5])}")
+        except Exception:
+            log.exception("policy_watch_failed", retry_seconds=WATCH_RETRY_SECONDS)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), WATCH_RETRY_SECONDS)
