@@ -7,6 +7,7 @@ SIGTERM: uvicorn stops accepting connections, lets in-flight requests finish (up
 from __future__ import annotations
 
 import faulthandler
+import functools
 import gc
 import ipaddress
 import os
@@ -24,6 +25,7 @@ from service.api.auth import load_tokens
 from service.api.state import load_active
 from service.log import configure_logging
 from service.policy import PolicyError
+from service.protocol import BoundedHttpToolsProtocol, Limits
 from service.settings import PREFIX, Settings, SettingsError
 
 __all__ = ["app_from_environment", "serve", "startup_warnings"]
@@ -65,6 +67,15 @@ def serve(settings: Settings) -> int:
     )
     options: dict[str, Any] = {
         "factory": True,
+        "http": functools.partial(  # what one client can cost (docs/adr/0013)
+            BoundedHttpToolsProtocol,
+            limits=Limits(
+                header_seconds=settings.header_timeout_seconds,
+                body_seconds=settings.body_timeout_seconds,
+                response_seconds=settings.body_timeout_seconds,
+                max_connections=settings.max_connections,
+            ),
+        ),
         "host": settings.host,
         "port": settings.port,
         "workers": settings.workers,

@@ -44,6 +44,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """On SIGTERM, report not-ready and keep serving this long before draining and exiting,
     so load balancers stop sending new requests first (one worker; else use a preStop hook)."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 64 * 1024
+    header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10
+    """A connection's request line and headers must arrive within this (else 408, closed); an
+    idle connection is closed after it too."""
+    body_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30
+    """A request's body must arrive, and a client must read its answer, within this."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 512
+    """Open connections per worker; past it, new ones are closed at once."""
     batch_max_items: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
     authentication: Literal["tokens", "none"] | None = None
     """`tokens`: every API call needs a bearer token; `none`: no authentication (local use).

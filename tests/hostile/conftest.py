@@ -42,18 +42,29 @@ class Server:
     def output(self) -> str:
         return output_of(self.process)
 
+    def rss_mib(self) -> float:
+        """The worker's resident memory (one worker: the server process itself)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no VmRSS")
+
     def statuses(self) -> list[int]:
         return [e["status"] for e in self.events() if e["event"] == "request"]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """A module may set `SERVER_ENV` (e.g. short timeouts) for its server."""
     policies = tmp_path_factory.mktemp("served") / "policies"
     shutil.copytree(POLICIES, policies)
     env = {
         "HANDSHAKE_POLICIES": str(policies),
         "HANDSHAKE_API_TOKENS": f"hostile:{TOKEN}",
         "EXAMPLE_CRM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **getattr(request.module, "SERVER_ENV", {}),
     }
     with running_server(env=env) as (url, process):
         served = Server(url, process, policies)
