@@ -7,6 +7,8 @@ cost, measured as an attacker would, against a real server on 127.0.0.1.
 - `pipeline`: one client pipelines `POST /evaluate` without reading, reconnecting whenever the
   server closes it, for `--seconds`; the worker's RSS before, at the end, and 5 s after.
 - `idle`: 150 connections that never send; seconds until the server has closed them all.
+- `runaway`: the costliest request the load-time budget lets a policy make (a 60 KB attribute
+  doubled seven times, then twice more, as variables and rules): time and added RSS.
 - `check`: `handshake check` on each hostile policy file: wall time and peak RSS.
 
 Every loop is bounded in time and bytes; servers are stopped by their own process id.
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.api.server import free_port  # noqa: E402
+from tests.hostile import attacks  # noqa: E402
 
 TOKEN = "bench-hostile-token-0123456789"
 REQUEST = (ROOT / "examples" / "requests" / "stranger.json").read_bytes()
@@ -42,9 +45,12 @@ EVALUATE = (
 
 
 @contextmanager
-def server(stock: bool) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def server(
+    stock: bool, policies: str = "policies"
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     env = {**os.environ, "HANDSHAKE_API_TOKENS": TOKEN, "HANDSHAKE_LOG_LEVEL": "warning"}
+    env["HANDSHAKE_POLICIES"] = policies
     if stock:  # the same app under uvicorn's own httptools protocol
         env |= {"HANDSHAKE_PORT": str(port)}
         command = ["-m", "uvicorn", "--factory", "service.server:app_from_environment"]
@@ -72,9 +78,10 @@ def server(stock: bool) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
         process.wait(timeout=30)
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory now, or at its highest so far (`VmHWM`)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -82,24 +89,8 @@ def rss_mib(pid: int) -> float:
 def pipeline(stock: bool, seconds: float) -> None:
     with server(stock) as (port, process):
         before = rss_mib(process.pid)
-        block, sock, sent, connections = EVALUATE * 200, None, 0, 0
-        started = time.monotonic()
-        while time.monotonic() - started < seconds and sent < 2**36:
-            if sock is None:
-                sock, connections = socket.create_connection(("127.0.0.1", port)), connections + 1
-                offset = 0
-                sock.setblocking(False)
-            try:  # whole requests: a short send goes on where it stopped
-                done = sock.send(block[offset:])
-                sent, offset = sent + done, (offset + done) % len(block)
-            except BlockingIOError:
-                select.select([], [sock], [], 0.05)
-            except OSError:
-                sock.close()
-                sock = None
+        sent, connections = attacks.pipeline(port, EVALUATE, seconds)
         end = rss_mib(process.pid)
-        if sock is not None:
-            sock.close()
         time.sleep(5)
         after = rss_mib(process.pid)
         print(
@@ -123,6 +114,32 @@ def idle(stock: bool, count: int = 150, limit: float = 40) -> None:
         print(f"idle ({count} connections): {where} at {time.monotonic() - started:.1f} s")
 
 
+def runaway() -> None:
+    request = json.loads(REQUEST) | {"attributes": {"s": "x" * 60_000}}
+    with tempfile.TemporaryDirectory() as directory:
+        (Path(directory) / "runaway.yaml").write_text(attacks.RUNAWAY_POLICY)
+        with server(False, directory) as (port, process):
+            for explain in (False, True):
+                body = json.dumps({"policy": "runaway", "request": request, "explain": explain})
+                before = rss_mib(process.pid, "VmHWM")
+                started = time.monotonic()
+                with socket.create_connection(("127.0.0.1", port)) as sock:
+                    head = (
+                        f"POST /evaluate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+                    )
+                    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                    sock.sendall(head.encode() + b"Connection: close\r\n\r\n" + body.encode())
+                    answer = b""
+                    while chunk := sock.recv(1 << 20):
+                        answer += chunk
+                seconds = time.monotonic() - started
+                print(
+                    f"runaway (explain={explain}): {answer.split(b' ', 2)[1].decode()} in "
+                    f"{seconds * 1000:.0f} ms, {len(answer) / 2**20:.1f} MiB answered, peak RSS "
+                    f"+{rss_mib(process.pid, 'VmHWM') - before:.0f} MiB"
+                )
+
+
 def check() -> None:
     header = "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
 
@@ -135,7 +152,16 @@ def check() -> None:
         for i in range(9)
     )
     items = ", ".join(str(i) for i in range(30))
+    dense = " && ".join(['request.message.contains("abcdefgh")'] * 20)
+    rules = "".join(
+        f"  - {{id: r{i}, when: '{dense} || request.message == \"x{i}\"', decision: accept,"
+        " rationale: x}\n"
+        for i in range(72)
+    )
     files = {
+        "largest-loadable (64 KiB of CEL)": (
+            header + "rules:\n" + rules + "default: {decision: ignore, rationale: x}\n"
+        ),
         "parentheses-300": policy("(" * 300 + "true" + ")" * 300),
         "sum-2000-terms": policy("+".join(["1"] * 2000) + " > 0"),
         "params-2000-deep": policy("true", "params:\n  p: " + "[" * 2000 + "]" * 2000 + "\n"),
@@ -148,27 +174,36 @@ def check() -> None:
         with tempfile.TemporaryDirectory() as directory:
             (Path(directory) / "p.yaml").write_text(text)
             started = time.monotonic()
-            with tempfile.TemporaryFile() as output:
-                child = subprocess.Popen(
-                    [sys.executable, "-m", "service", "check", directory],
-                    cwd=ROOT,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                )
-                _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS
-                child.returncode = os.waitstatus_to_exitcode(status)
-                seconds = time.monotonic() - started
-                output.seek(0)
-                first = output.read().decode().strip().splitlines()[0][:100]
-            print(
-                f"check {name}: {seconds:.2f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB, "
-                f"exit {child.returncode}: {first}"
+            done = subprocess.run(
+                [sys.executable, "-c", _CHECK_REPORTING_PEAK, directory],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
+            seconds = time.monotonic() - started
+            *lines, peak = (done.stdout + done.stderr).strip().splitlines()
+            print(
+                f"check {name}: {seconds:.2f} s, peak RSS {int(peak.split()[1]) / 1024:.0f} MiB, "
+                f"exit {done.returncode}: {lines[0][:100]}"
+            )
+
+
+# `handshake check`, then this process's own peak RSS (VmHWM: since exec, unlike the rusage of
+# a child, which also counts the parent's memory it was forked with).
+_CHECK_REPORTING_PEAK = """
+import sys
+from service.cli import main
+code = main(["check", sys.argv[1]])
+status = open("/proc/self/status").read()
+print("VmHWM", status.split("VmHWM:")[1].split()[0])
+sys.exit(code)
+"""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", nargs="*", default=["pipeline", "idle", "check"])
+    parser.add_argument("what", nargs="*", default=["pipeline", "idle", "runaway", "check"])
     parser.add_argument("--stock", action="store_true", help="uvicorn's own protocol")
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
@@ -178,6 +213,8 @@ def main() -> None:
             pipeline(args.stock, args.seconds)
         elif what == "idle":
             idle(args.stock)
+        elif what == "runaway":
+            runaway()
         elif what == "check":
             check()
 

@@ -141,9 +141,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if isinstance(exc.__context__, _PipelineFullError):
                 self._stop_input()
                 return
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
+            _log.info("invalid_http", error=str(exc))
+            self.send_400_response(f"malformed HTTP: {exc}")
             return
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
@@ -252,24 +251,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             )
         self._disconnect_cycles()
         if answerable and not self.transport.is_closing():
-            body = json.dumps(
-                {
-                    "type": self.problem_type_prefix + code,
-                    "title": title,
-                    "status": status,
-                    "detail": detail,
-                    "code": code,
-                }
-            ).encode()
-            head = [
-                STATUS_LINE[status],
-                *(n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers),
-            ]
-            head.append(
-                b"content-type: application/problem+json\r\ncontent-length: %d\r\n" % len(body)
-            )
-            self.transport.write(b"".join(head) + b"connection: close\r\n\r\n" + body)
+            self._write_problem(status, code, title, detail)
         self._close(abort=False)
+
+    def send_400_response(self, msg: str) -> None:
+        """Malformed HTTP: a problem document, as every error answer is, then close."""
+        self._write_problem(400, "invalid-request", "The request is not valid", msg)
+        self.transport.close()
+
+    def _write_problem(self, status: int, code: str, title: str, detail: str) -> None:
+        body = json.dumps(
+            {
+                "type": self.problem_type_prefix + code,
+                "title": title,
+                "status": status,
+                "detail": detail,
+                "code": code,
+            }
+        ).encode()
+        head = [
+            STATUS_LINE[status],
+            *(n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers),
+            b"content-type: application/problem+json\r\ncontent-length: %d\r\n" % len(body),
+        ]
+        self.transport.write(b"".join(head) + b"connection: close\r\n\r\n" + body)
 
     def _disconnect_cycles(self) -> None:
         """The app's receive() returns http.disconnect and its send()s are dropped from now on."""

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from service.policy import references as refs
+from service.policy.cost import check_cost
 from service.policy.engines import (
     MACROS,
     CelSyntaxError,
@@ -127,6 +128,22 @@ def _portable(value: Any) -> None:
             _portable(item)
 
 
+# The CEL a policy may hold, its bases' included, so that what one policy costs `check`,
+# start-up and every reload is bounded: about 2 s on a 2-core VM at most (bench/README.md).
+MAX_EXPRESSIONS = 1_000
+MAX_EXPRESSION_BYTES = 64 * 1024
+
+
+def _expressions(parts: PolicyParts) -> tuple[int, int]:
+    """How many CEL expressions, and the bytes of their text (templates whole)."""
+    outcomes = [*(rule for rule, _ in parts.rules), parts.default[0]]
+    templates = [t for o in outcomes for t in (o.rationale, *o.reply.values(), *o.outputs.values())]
+    conditions = [str(text) for text, _ in parts.variables.values()]
+    conditions += [str(rule.when) for rule, _ in parts.rules]
+    count = len(conditions) + sum(t.count("{{") for t in templates)
+    return count, sum(len(t.encode()) for t in (*conditions, *templates))
+
+
 def compile_policy(
     parts: PolicyParts, engine: Engine
 ) -> tuple[CompiledPolicy | None, list[Problem]]:
@@ -135,8 +152,8 @@ def compile_policy(
 
     compiler = _Compiler(parts, engine)
     policy = compiler.run()
-    if policy is not None:
-        probe(policy, parts, compiler.report)
+    if policy is not None and check_cost(policy, parts, compiler.report):
+        probe(policy, parts, compiler.report)  # runs the expressions: only bounded ones
     failed = parts.broken or any(p.severity == "error" for p in compiler.problems)
     return (None if failed else policy), compiler.problems
 
@@ -166,6 +183,15 @@ class _Compiler:
 
     def run(self) -> CompiledPolicy | None:
         parts = self.parts
+        count, size = _expressions(parts)
+        if count > MAX_EXPRESSIONS or size > MAX_EXPRESSION_BYTES:  # bounds what loading costs
+            self.report(
+                Site(parts.source, ()),
+                f"{count:,} CEL expressions in {size:,} bytes (conditions, variables and "
+                f"templates, its bases' included); a policy may have {MAX_EXPRESSIONS:,} in "
+                f"{MAX_EXPRESSION_BYTES:,} bytes: split it into policies",
+            )
+            return None
         try:
             _portable(parts.params)
             params = self.engine.prepare(parts.params)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.conftest import TOKEN, sample
-from tests.api.server import ROOT, running_server, stacks_of
+from tests.api.server import ROOT, events_of, output_of, running_server, stacks_of
 
 
 def test_serve_answers_and_stops_on_sigterm() -> None:
@@ -69,8 +69,9 @@ def test_a_bad_setting_stops_with_one_line() -> None:
 
 
 def test_schemathesis_against_the_real_server(tmp_path: Path) -> None:
-    """Every operation, every check, valid and invalid data, over real HTTP (bounded)."""
-    with running_server(env={"HANDSHAKE_API_TOKENS": f"tests:{TOKEN}"}) as (url, _):
+    """Every operation, every check, valid and invalid data, over real HTTP (bounded); the
+    server answers no 5xx and logs no traceback."""
+    with running_server(env={"HANDSHAKE_API_TOKENS": f"tests:{TOKEN}"}) as (url, process):
         result = subprocess.run(
             [
                 str(Path(sys.executable).with_name("schemathesis")),
@@ -93,7 +94,12 @@ def test_schemathesis_against_the_real_server(tmp_path: Path) -> None:
             timeout=300,
             check=False,
         )
+        log = output_of(process)
+        statuses = [e["status"] for e in events_of(process) if e["event"] == "request"]
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert len(statuses) > 100
+    assert not [s for s in statuses if s >= 500], log[-5000:]
+    assert "Traceback" not in log, log[-5000:]
     assert "No issues found" in result.stdout or "passed" in result.stdout
 
 

@@ -42,10 +42,11 @@ class Server:
     def output(self) -> str:
         return output_of(self.process)
 
-    def rss_mib(self) -> float:
-        """The worker's resident memory (one worker: the server process itself)."""
+    def rss_mib(self, field: str = "VmRSS") -> float:
+        """The worker's resident memory (one worker: the server process itself), now or at
+        its highest so far (`VmHWM`)."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
         raise AssertionError("no VmRSS")
 

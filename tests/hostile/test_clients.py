@@ -12,6 +12,7 @@ import time
 import httpx
 
 from tests.api.conftest import sample
+from tests.hostile.attacks import pipeline
 from tests.hostile.conftest import AUTH, TOKEN, Server, wait_for
 
 HEAD_SECONDS, BODY_SECONDS, MAX_CONNECTIONS = 1, 2, 40
@@ -53,31 +54,19 @@ def problem_status(answer: bytes) -> tuple[int, bytes]:
 
 def test_a_client_that_pipelines_without_reading_costs_a_bounded_amount(server: Server) -> None:
     body = b'{"request": %s}' % httpx.Request("POST", "/", json=sample()).content
-    block = (EVALUATE % len(body) + body) * 200
-    before = server.rss_mib()
-    sock, connections = None, 0
-    answered, started, sent = [], time.monotonic(), 0
-    while time.monotonic() - started < 6 and sent < 2**34:  # bounded in time and bytes
-        if not answered and time.monotonic() - started > 3:  # meanwhile, others are served
+    answered: list[int] = []
+
+    def meanwhile(elapsed: float) -> None:  # others are served during the attack
+        if not answered and elapsed > 3:
             response = httpx.post(
                 server.url + "/evaluate", json={"request": sample()}, headers=AUTH
             )
             answered.append(response.status_code)
-        if sock is None:  # the server closes a full pipeline: the client comes back at once
-            sock, connections, offset = connect(server), connections + 1, 0
-            sock.setblocking(False)
-        try:  # whole requests: a short send goes on where it stopped
-            done = sock.send(block[offset:])
-            sent, offset = sent + done, (offset + done) % len(block)
-        except BlockingIOError:
-            select.select([], [sock], [], 0.05)
-        except OSError:
-            sock.close()
-            sock = None
+
+    before = server.rss_mib()
+    sent, connections = pipeline(server.port, EVALUATE % len(body) + body, 6, meanwhile)
     grown = server.rss_mib() - before
-    if sock is not None:
-        sock.close()
-    assert answered == [200], (sent, connections, time.monotonic() - started)
+    assert answered == [200], (sent, connections)
     assert grown < 50, f"+{grown:.0f} MiB for one pipelining client"
     assert sent > 1_000_000, (sent, connections)  # it did pipeline, under real pressure
 
@@ -151,3 +140,14 @@ def test_a_client_that_leaves_mid_body_is_logged_as_499(server: Server) -> None:
     metrics = httpx.get(server.url + "/metrics", timeout=5).text
     assert 'status="499"' in metrics
     assert 'status="500"' not in metrics
+
+
+def test_malformed_http_gets_a_400_problem(server: Server) -> None:
+    for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nHost x\r\n\r\n"):
+        with connect(server) as sock:
+            sock.sendall(garbage)
+            seconds, got = closed_within(sock, 3)
+        assert seconds is not None
+        status, body = problem_status(got)
+        assert status == 400
+        assert b'"code": "invalid-request"' in body

@@ -3,13 +3,19 @@ the last good set keeps serving, and the watcher keeps watching (a later good ed
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.api.conftest import sample
+from tests.hostile.attacks import RUNAWAY_POLICY
 from tests.hostile.conftest import AUTH, Server, wait_for
+
+REQUEST = {"request": sample()}
 
 HEADER = "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
 DEFAULT = "default: {decision: ignore, rationale: x}\n"
@@ -85,3 +91,43 @@ def test_a_policy_exponential_under_the_reference_engine_loads_at_once(server: S
 
 def _good_edit(path: Path) -> None:
     path.write_text(path.read_text() + "\n# touched\n")
+
+
+@pytest.mark.parametrize("explain", [False, True])
+def test_the_costliest_request_a_loadable_policy_allows_is_bounded(
+    server: Server, explain: bool
+) -> None:
+    """Within the load-time budget, a request built to cost the most (a 60 KB attribute doubled
+    seven times, then twice more) adds at most 64 MiB and is answered within 1 s, while other
+    requests are answered meanwhile."""
+    (server.policies / "runaway.yaml").write_text(RUNAWAY_POLICY)
+    admin = httpx.post(server.url + "/admin/reload", headers=AUTH, timeout=30)
+    assert admin.json()["status"] == "ok", admin.text
+    body = {
+        "policy": "runaway",
+        "request": {**REQUEST["request"], "attributes": {"s": "x" * 60_000}},
+        "explain": explain,
+    }
+    before = server.rss_mib("VmHWM")  # the peak: C++ gives large blocks back at once
+    others: list[float] = []
+
+    def meanwhile() -> None:
+        for _ in range(5):
+            started = time.monotonic()
+            assert evaluates(server)
+            others.append(time.monotonic() - started)
+
+    thread = threading.Thread(target=meanwhile)
+    started = time.monotonic()
+    thread.start()
+    response = httpx.post(server.url + "/evaluate", json=body, headers=AUTH, timeout=10)
+    seconds = time.monotonic() - started
+    thread.join(timeout=10)
+    grown = server.rss_mib("VmHWM") - before
+    (server.policies / "runaway.yaml").unlink()
+    assert response.status_code == 200, response.text[:500]
+    assert response.json()["decision"] == "ignore"
+    assert seconds < 1, seconds
+    assert grown < 64, f"+{grown:.0f} MiB"
+    assert len(others) == 5, others
+    assert max(others) < 1, others

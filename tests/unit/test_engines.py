@@ -282,7 +282,7 @@ def test_a_runaway_rule_fails_with_the_budget_and_the_decision_says_so(
         "  - id: runaway\n"
         "    when: >-\n"
         "      has(request.attributes.xs) &&\n"
-        "      request.attributes.xs.all(x, request.attributes.xs.all(y, x + y >= 0))\n"
+        "      request.attributes.xs.all(x, request.attributes.xs.all(y, int(x) + int(y) >= 0))\n"
         "    decision: decline\n    rationale: r\n"
         "  - {id: photo, when: request.requester.has_photo, decision: accept, rationale: r}\n",
     )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from service.cli import main
-from service.policy import PolicyError
+from service.policy import PolicyError, load_policies
 from service.policy.engines import CelSyntaxError, get_engine
 from service.policy.engines.celpython import MAX_SYNTAX_DEPTH, parse
 from service.policy.request import (
@@ -158,3 +158,36 @@ def test_the_cli_says_each_in_one_line(tmp_path: Path, capsys: pytest.CaptureFix
     (line,) = err.splitlines()
     assert line.startswith(f"handshake: error: {deep_request}: $.x[0]")
     assert line.endswith("nested deeper than 64 levels")
+
+
+class TestPolicySize:
+    """The CEL one policy may hold is bounded, so that loading it is (about 2 s at most)."""
+
+    def test_past_1000_expressions_it_does_not_load(self, tmp_path: Path) -> None:
+        variables = "".join(f"  v{i}: 'true'\n" for i in range(1_001))
+        (tmp_path / "p.yaml").write_text(
+            "apiVersion: handshake/v1\nkind: ConnectionPolicy\nvariables:\n"
+            + variables
+            + "default: {decision: ignore, rationale: x}\n"
+        )
+        with pytest.raises(PolicyError) as refused:
+            load_policies(tmp_path)
+        (problem,) = refused.value.problems
+        assert str(problem) == (
+            f"{tmp_path}/p.yaml:1:1: 1,001 CEL expressions in 4,005 bytes (conditions, variables"
+            " and templates, its bases' included); a policy may have 1,000 in 65,536 bytes:"
+            " split it into policies"
+        )
+
+    def test_past_64_kib_of_cel_it_does_not_load(self, tmp_path: Path) -> None:
+        long = " || ".join(["request.message == 'x'"] * 100)  # 2.6 KB, 26 of them
+        rules = "".join(
+            f'  - {{id: r{i}, when: "{long}", decision: accept, rationale: x}}\n' for i in range(26)
+        )
+        (tmp_path / "p.yaml").write_text(
+            "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+            + rules
+            + "default: {decision: ignore, rationale: x}\n"
+        )
+        with pytest.raises(PolicyError, match="26 CEL expressions in 67,523 bytes"):
+            load_policies(tmp_path)

@@ -74,7 +74,7 @@ def test_a_failure_before_the_match_is_still_reported(tmp_path: Path) -> None:
 
 def test_the_iteration_budget_is_per_expression_not_per_chain(tmp_path: Path) -> None:
     """80 x 80 = 6,400 iterations a rule: each is within the budget, the chain is not."""
-    square = "request.attributes.xs.all(x, request.attributes.xs.all(y, x + y >= 0))"
+    square = "request.attributes.xs.all(x, request.attributes.xs.all(y, int(x) + int(y) >= 0))"
     policy_set = load(
         tmp_path,
         f"  - {{id: first, when: '!({square})', decision: decline, rationale: r}}\n"
