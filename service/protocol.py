@@ -158,7 +158,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
                 431,
                 "request-header-fields-too-large",
                 "Request header fields too large",
-                f"The request line and headers exceed {self.limits.max_head_bytes} bytes.",
+                f"the request line and headers exceed {self.limits.max_head_bytes:,} bytes",
             )
 
     def on_message_begin(self) -> None:
@@ -229,7 +229,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             seconds=self.limits.header_seconds if phase != "body" else self.limits.body_seconds,
         )
         self._refuse(
-            408, "request-timeout", "Request timeout", "The request did not arrive in time."
+            408, "request-timeout", "Request timeout", "the request did not arrive in time"
         )
 
     def _write_timed_out(self) -> None:

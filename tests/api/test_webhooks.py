@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from litestar import Litestar
 from litestar.testing import TestClient
 from standardwebhooks import Webhook
@@ -19,6 +21,7 @@ from service.api import create_app
 from service.settings import Settings
 from tests.api.conftest import Log
 from tests.conftest import POLICIES
+from tests.strategies import JSON, NAME
 
 Client = TestClient[Litestar]
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -332,3 +335,29 @@ def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
     assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
         "$.sources.crm.secrets[0]: `HANDSHAKE_*` variables are settings; name secrets otherwise"
     ]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    payload=st.one_of(
+        JSON,
+        st.fixed_dictionaries({"type": st.just("invitation.created"), "data": JSON}),
+        st.fixed_dictionaries(
+            {"type": st.just("invitation.created"), "data": st.dictionaries(NAME, JSON, max_size=8)}
+        ),
+    ),
+    source=st.sampled_from(["example-crm", "inbox-tool"]),
+)
+def test_fuzzed_signed_deliveries_get_an_answer_never_a_fault(
+    client: Client, log: Log, payload: Any, source: str
+) -> None:
+    """Whatever a correctly signed payload holds: a decision, or a 4xx problem; never a 5xx,
+    and nothing logged as an error."""
+    body, headers = signed(payload) if source == "example-crm" else github(payload)
+    response = post(client, source, body, headers)
+    assert response.status_code in (200, 400, 422), response.text
+    if response.status_code != 200:
+        assert response.headers["content-type"] == "application/problem+json"
+    assert not [e for e in log.events() if e.get("level") == "error"]

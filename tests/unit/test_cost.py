@@ -132,6 +132,7 @@ class TestComprehensions:
         [
             "a.l.map(x, a.l.map(y, a.s + a.s))",
             "a.l.map(x, a.s + a.s)",
+            "a.l.all(x, a.l.all(y, size(a.s + a.s) > 0))",  # the issue's: +562 MiB at 70 x 70
             "a.l.filter(x, (a.s + a.s) != x)",
         ],
     )
