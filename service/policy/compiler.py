@@ -223,6 +223,7 @@ class _Compiler:
                 origin = f"{site.source.name}:{site.line}"
                 rules.append(CompiledRule(rule.id, rule.description, when, outcome, origin))
         default = self.outcome(parts.default[1], parts.default[0])
+        self.check_locales([*((rule, site) for rule, site in parts.rules), parts.default])
         if any(p.severity == "error" for p in self.problems) or default is None:
             return None
         outcomes = (*(rule.outcome for rule in rules), default)
@@ -256,6 +257,19 @@ class _Compiler:
         rationale = self.template(site.at("rationale"), outcome.rationale)
         reply = {k: self.template(site.at("reply", k), v) for k, v in outcome.reply.items()}
         outputs = {k: self.template(site.at("outputs", k), v) for k, v in outcome.outputs.items()}
+        if outcome.decision == "ignore" and outcome.reply:
+            self.report(
+                site.at("reply"),
+                "`ignore` leaves the request pending and tells nobody: this reply would never "
+                "be sent; remove it, or decide `decline` or `defer`",
+            )
+        elif outcome.decision == "decline" and not outcome.reply:
+            self.report(
+                site.at("decision"),
+                "a `decline` without a reply says no in silence to someone who will notice: "
+                "add a kind, honest reason (`reply`)",
+                severity="warning",
+            )
         locale = self.parts.default_locale
         if reply and locale.lower() not in {k.lower() for k in reply}:
             self.report(
@@ -271,6 +285,20 @@ class _Compiler:
             {k: v for k, v in reply.items() if v is not None},
             {k: v for k, v in outputs.items() if v is not None},
         )
+
+    def check_locales(self, outcomes: list[tuple[Outcome, Site]]) -> None:
+        """Warn where a reply lacks a locale that other replies of the policy have: those
+        requesters get a reply in the default locale there, and in theirs elsewhere."""
+        covered = {k.lower() for outcome, _ in outcomes for k in outcome.reply}
+        for outcome, site in outcomes:
+            missing = sorted(covered - {k.lower() for k in outcome.reply})
+            if outcome.reply and missing:
+                self.report(
+                    site.at("reply"),
+                    f"no reply in {', '.join(f'`{m}`' for m in missing)}, which other replies of "
+                    "this policy have: those requesters get the default locale here",
+                    severity="warning",
+                )
 
     def template(self, site: Site, text: str) -> Template | None:
         try:

@@ -1,6 +1,6 @@
 """Policy directory -> compiled `PolicySet`. The only file I/O in the core.
 
-A policy is `<dir>/<name>.yaml`; `*_test.yaml` files beside them are test suites, and
+A policy is `<dir>/<name>.yaml` (or `.yml`); `*_test.yaml` files beside them are test suites, and
 directories whose names start with `.` are skipped. Every problem in every file is gathered
 before anything is raised.
 """
@@ -23,9 +23,10 @@ from service.policy.model import Outcome as DefaultOutcome
 from service.policy.parts import Document, resolve
 from service.policy.source import Source, parse_path, parse_source
 
-__all__ = ["SUITE_SUFFIX", "load_policies", "policy_files", "validate"]
+__all__ = ["SUFFIXES", "SUITE_SUFFIXES", "load_policies", "policy_files", "validate"]
 
-SUITE_SUFFIX = "_test.yaml"
+SUFFIXES = (".yaml", ".yml")
+SUITE_SUFFIXES = tuple(f"_test{suffix}" for suffix in SUFFIXES)
 OTHER_KINDS = frozenset({"WebhookSources"})  # documents in the directory that are not policies
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
@@ -38,11 +39,11 @@ _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`$")
 def policy_files(directory: Path, *, suites: bool = False) -> list[Path]:
     """The policy files (or, with `suites`, the suite files) below `directory`, sorted."""
     found = []
-    for path in sorted(directory.rglob("*.yaml")):
+    for path in sorted(p for p in directory.rglob("*") if p.suffix in SUFFIXES):
         relative = path.relative_to(directory)
         if any(part.startswith(".") for part in relative.parts) or not path.is_file():
             continue
-        if path.name.endswith(SUITE_SUFFIX) == suites:
+        if path.name.endswith(SUITE_SUFFIXES) == suites:
             found.append(path)
     return found
 
@@ -74,15 +75,21 @@ def load_policies(
     problems: list[Problem] = []
     documents: dict[str, Document] = {}
     digest = hashlib.sha256()
+    files: dict[str, str] = {}  # policy name -> the file that defines it
     for path in policy_files(directory):
         relative = path.relative_to(directory).as_posix()
-        name = relative.removesuffix(".yaml")
+        name = relative.removesuffix(path.suffix)
         shown = display(directory, path, label)
         if not _NAME.match(name):
             problems.append(
                 Problem(file=shown, message=f"policy name `{name}` may use only A-Z a-z 0-9 . _ -")
             )
             continue
+        if name in files:
+            message = f"policy `{name}` is also defined by `{files[name]}`: keep one of the two"
+            problems.append(Problem(file=shown, message=message))
+            continue
+        files[name] = shown
         try:
             raw = path.read_bytes()
             digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)

@@ -99,7 +99,7 @@ def test_no_change_exits_0(run: Run) -> None:
 
 
 def test_changed_decision_rule_and_reply(run: Run, repo: Path) -> None:
-    change(repo, "decision: defer", "decision: ignore")  # no-note: decision
+    change(repo, "decision: defer", "decision: decline")  # no-note: decision
     change(repo, "what is it about?", "what brings you here?")  # no-note: reply
     change(repo, "when: request.relationship.met_in_person", "when: false")  # met: rule
     code, body = report(run, "main")
@@ -108,7 +108,7 @@ def test_changed_decision_rule_and_reply(run: Run, repo: Path) -> None:
     assert by_case["no note"]["fields"] == ["decision", "reply"]
     assert by_case["no note"]["before"]["decision"] == "defer"
     assert by_case["no note"]["after"] == {
-        "decision": "ignore",
+        "decision": "decline",
         "rule": "no-note",
         "reply": "Hi Ada, what brings you here?",
     }
@@ -118,7 +118,7 @@ def test_changed_decision_rule_and_reply(run: Run, repo: Path) -> None:
     assert body["summary"]["team"] == {
         "requests": 3, "changed": 2, "decision": 2, "rule": 1, "reply": 1,
     }  # fmt: skip
-    assert body["transitions"] == {"accept -> ignore": 1, "defer -> ignore": 1}
+    assert body["transitions"] == {"accept -> ignore": 1, "defer -> decline": 1}
     assert body["b"]["label"] == "work tree"
     assert body["b"]["revision"].endswith("-dirty")
 
