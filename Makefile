@@ -27,10 +27,11 @@ run: install ## check and test the bundled policies, then serve them on 127.0.0.
 eval: install ## evaluate a sample request from the command line, with --explain
 	$(BIN)/handshake eval default --policies $(POLICIES) --input examples/requests/stranger.json --explain
 
-lint: install ## ruff (format check + lint) and mypy --strict on service/
+lint: install ## ruff (format check + lint), mypy --strict on service/, the import layers
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 fmt: install ## format and autofix
 	$(BIN)/ruff format .
