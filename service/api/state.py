@@ -66,6 +66,7 @@ def load_active(settings: Settings) -> Active:
         directory,
         revision=policy_revision(directory, settings.revision),
         engine=settings.cel_engine,
+        compare_engines=False,  # a `check` concern, not a cost of every start-up and reload
     )
     path = webhooks_path(settings)
     webhooks = (

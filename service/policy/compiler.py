@@ -145,7 +145,7 @@ def _expressions(parts: PolicyParts) -> tuple[int, int]:
 
 
 def compile_policy(
-    parts: PolicyParts, engine: Engine
+    parts: PolicyParts, engine: Engine, *, compare_engines: bool = True
 ) -> tuple[CompiledPolicy | None, list[Problem]]:
     """Compile one policy; None when any problem is an error (or the parts were broken)."""
     from service.policy.probe import probe  # probe evaluates what this module compiles
@@ -153,7 +153,8 @@ def compile_policy(
     compiler = _Compiler(parts, engine)
     policy = compiler.run()
     if policy is not None and check_cost(policy, parts, compiler.report):
-        probe(policy, parts, compiler.report)  # runs the expressions: only bounded ones
+        # It runs the expressions: only bounded ones.
+        probe(policy, parts, compiler.report, compare_engines=compare_engines)
     failed = parts.broken or any(p.severity == "error" for p in compiler.problems)
     return (None if failed else policy), compiler.problems
 

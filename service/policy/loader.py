@@ -61,11 +61,14 @@ def load_policies(
     revision: str | None = None,
     label: str | None = None,
     engine: str = DEFAULT_ENGINE,
+    compare_engines: bool = True,
 ) -> PolicySet:
     """Load and compile every policy below `directory`; raise `PolicyError` listing them all.
 
     `label` names the directory in problems instead of its path (e.g. a git revision's tree);
-    `engine` is the CEL engine that will evaluate them (service/policy/engines).
+    `engine` is the CEL engine that will evaluate them (service/policy/engines);
+    `compare_engines`: also warn where the other engine disagrees (`check` and `test` do; a
+    server does not, so that it compiles each expression once, under the engine it serves).
     """
     cel_engine = get_engine(engine)
     if not directory.is_dir():
@@ -112,7 +115,7 @@ def load_policies(
     problems.extend(found)
     policies: dict[str, CompiledPolicy] = {}
     for name, parts in every_parts.items():
-        policy, found = compile_policy(parts, cel_engine)
+        policy, found = compile_policy(parts, cel_engine, compare_engines=compare_engines)
         problems.extend(found)
         if policy is not None:
             policies[name] = policy

@@ -9,6 +9,7 @@ warning). Each run is repeated under the other engine: where they disagree, a wa
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -72,22 +73,24 @@ MINIMAL = ConnectionRequest(
 Report = Callable[..., None]
 
 
-def probe(policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
-    _Probe(policy, parts, report).run()
+def probe(
+    policy: CompiledPolicy, parts: PolicyParts, report: Report, *, compare_engines: bool = True
+) -> None:
+    """`compare_engines`: also run everything under the other engine and warn where they
+    disagree (`check`, `test`); without it (serving), the other engine only confirms a type
+    error, so that whether a policy loads is the same either way."""
+    _Probe(policy, parts, report, compare_engines).run()
 
 
 class _Probe:
-    def __init__(self, policy: CompiledPolicy, parts: PolicyParts, report: Report) -> None:
-        self.policy, self.report = policy, report
+    def __init__(
+        self, policy: CompiledPolicy, parts: PolicyParts, report: Report, compare_engines: bool
+    ) -> None:
+        self.policy, self.report, self.compare_engines = policy, report, compare_engines
         self.full = policy.scope(REPRESENTATIVE, _T)
         self.bare = policy.scope(MINIMAL, _T)
-        # The same requests under the other engine: where they disagree, warn.
         self.other = get_engine(next(e for e in ENGINES if e != policy.engine.name))
         self.twins: dict[int, Program] = {}
-        variables = {name: self.twin(p) for name, p in policy.variables.items()}
-        params = self.other.prepare(policy.params)
-        self.other_full = self.other.scope(REPRESENTATIVE, _T, params, variables)
-        self.other_bare = self.other.scope(MINIMAL, _T, params, variables)
         self.variable_sites = {name: site for name, (_, site) in parts.variables.items()}
         self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
         self.default_site = parts.default[1]
@@ -141,16 +144,30 @@ class _Probe:
         """(value, None) or (None, the failure). A type error is reported unless quiet, and
         only when the other engine fails with one too: whether a policy loads must not depend
         on the engine (where only one fails, `compare` warns)."""
-        other = _value(self._other(scope), self.twin(program))
         result = _value(scope, program)
-        self.compare(site, program, result, other)
-        if not quiet and _type_error(result) and _type_error(other):
+        other = None
+        if self.compare_engines or (not quiet and _type_error(result)):
+            other = _value(self._other(scope), self.twin(program))
+        if self.compare_engines and other is not None:
+            self.compare(site, program, result, other)
+        if not quiet and _type_error(result) and other is not None and _type_error(other):
             self.report(site, f"type error on a representative request: {result[1]}")
         return result
 
     def _other(self, scope: Scope) -> Scope:
         """The other engine's scope for the same request."""
-        return self.other_full if scope is self.full else self.other_bare
+        full, bare = self._other_scopes
+        return full if scope is self.full else bare
+
+    @functools.cached_property
+    def _other_scopes(self) -> tuple[Scope, Scope]:
+        """The same two requests under the other engine, built when first needed."""
+        variables = {name: self.twin(p) for name, p in self.policy.variables.items()}
+        params = self.other.prepare(self.policy.params)
+        return (
+            self.other.scope(REPRESENTATIVE, _T, params, variables),
+            self.other.scope(MINIMAL, _T, params, variables),
+        )
 
     def twin(self, program: Program) -> Program:
         if id(program) not in self.twins:

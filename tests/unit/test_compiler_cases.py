@@ -56,9 +56,26 @@ def test_whether_a_policy_loads_does_not_depend_on_the_engine(
     assert found["cel-expr-python"] == found["cel-python"]
 
 
-def _problems(root: Path, engine: str = DEFAULT_ENGINE) -> list[Problem]:
+@pytest.mark.parametrize("case", compiler_cases())
+def test_a_server_loads_what_check_loads(
+    case: dict[str, Any], write_tree: Callable[..., Path]
+) -> None:
+    """A server compares no engines (that is `check`'s work): the same errors at the same
+    places, under either engine; only warnings may be fewer."""
+    root = write_tree(case["files"])
+    for engine in ENGINES:
+        checked = _problems(root, engine)
+        served = _problems(root, engine, compare_engines=False)
+        errors = [sorted(str(p) for p in ps if p.severity == "error") for ps in (checked, served)]
+        assert errors[0] == errors[1], engine
+        assert {str(p) for p in served} <= {str(p) for p in checked}, engine
+
+
+def _problems(
+    root: Path, engine: str = DEFAULT_ENGINE, *, compare_engines: bool = True
+) -> list[Problem]:
     try:
-        policy_set = load_policies(root, engine=engine)
+        policy_set = load_policies(root, engine=engine, compare_engines=compare_engines)
         load_suites(root, policy_set)
         return list(policy_set.warnings)
     except PolicyError as exc:
