@@ -204,12 +204,17 @@ def _check(args: argparse.Namespace) -> int:
     warnings = [*policy_set.warnings, *webhooks.warnings]
     for problem in warnings:
         print(problem)
-    sources = f", {len(webhooks.sources)} webhook sources" if webhooks.sources else ""
+    sources = f", {_count(len(webhooks.sources), 'webhook source')}" if webhooks.sources else ""
     print(
-        f"{len(policy_set.policies)} policies{sources} and {len(cases)} test cases in "
-        f"{directory}: no errors, {len(warnings)} warning(s)"
+        f"{_count(len(policy_set.policies), 'policy', 'policies')}{sources} and "
+        f"{_count(len(cases), 'test case')} in {directory}: no errors, {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
+
+
+def _count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 policy`, `2 policies`."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -235,6 +240,12 @@ def _test(args: argparse.Namespace) -> int:
                 print(f"ok   {where} {case.title}{label}")
     passed, failed = summary(results)
     print(f"{passed} passed, {failed} failed ({', '.join(engines)})")
+    if not results:
+        reason = f"no test case matches `{args.filter}`" if args.filter else "no test cases"
+        print(
+            f"handshake: error: {reason} in {directory} (suites are `*_test.yaml` files)",
+            file=sys.stderr,
+        )
     return 1 if failed or not results else 0
 
 

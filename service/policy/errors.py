@@ -64,9 +64,27 @@ class UnknownPolicyError(LookupError):
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """A `; did you mean `x`?` suffix when one candidate is close, else ``."""
-    close = get_close_matches(word, list(candidates), n=1, cutoff=0.7)
+    """A `; did you mean `x`?` suffix when one candidate is close (or is what other languages
+    call `word`: `strip` is CEL's `trim`), else ``."""
+    names = list(candidates)
+    alias = _ALIASES.get(word)
+    close = [alias] if alias in names else get_close_matches(word, names, n=1, cutoff=0.7)
     return f"; did you mean `{close[0]}`?" if close else ""
+
+
+# What other languages call CEL's functions, for the suggestion.
+_ALIASES = {
+    "strip": "trim",
+    "len": "size",
+    "length": "size",
+    "lower": "lowerAscii",
+    "upper": "upperAscii",
+    "toLowerCase": "lowerAscii",
+    "toUpperCase": "upperAscii",
+    "includes": "contains",
+    "startswith": "startsWith",
+    "endswith": "endsWith",
+}
 
 
 def with_article(noun: str) -> str:

@@ -13,7 +13,7 @@ import yaml
 
 from service.cli import main
 from service.settings import Settings
-from tests.conftest import POLICIES
+from tests.conftest import MINIMAL_POLICY, POLICIES
 
 REQUESTS = POLICIES.parent / "examples" / "requests"
 NOW = "2026-11-22T09:00:00Z"
@@ -361,3 +361,25 @@ def test_the_pre_commit_hooks_run_real_commands() -> None:
     for hook in hooks:
         command = hook["entry"].split()[1]
         assert main([command, str(POLICIES)]) == 0
+
+
+def test_test_with_nothing_to_run_says_why(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.yaml").write_text(MINIMAL_POLICY)
+    code, _, err = run(capsys, "test", str(tmp_path))
+    assert code == 1
+    assert (
+        one_line(err)
+        == f"handshake: error: no test cases in {tmp_path} (suites are `*_test.yaml` files)"
+    )
+    code, _, err = run(capsys, "test", "--filter", "nobody", str(POLICIES))
+    assert code == 1
+    assert "no test case matches `nobody`" in one_line(err)
+
+
+def test_check_counts_in_words(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(MINIMAL_POLICY)
+    code, out, _ = run(capsys, "check", str(tmp_path))
+    assert code == 0
+    assert one_line(out) == f"1 policy and 0 test cases in {tmp_path}: no errors, 0 warning(s)"

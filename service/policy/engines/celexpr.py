@@ -415,6 +415,14 @@ _POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
 def compile_error(exc: RuntimeError) -> CelSyntaxError:
     """The first problem of a C++ compile error, with its position in the expression."""
     if match := _POSITION.search(str(exc)):
+        line, column = int(match.group(1)), int(match.group(2))
+        if line >= 2**31 or column >= 2**31:  # -1 as an unsigned int: the parser knew none
+            line = column = 1
         message = match.group(3)
-        return CelSyntaxError(message, int(match.group(1)), int(match.group(2)))
+        if "max recursion depth" in message or "recursion limit" in message:
+            message = (
+                "expression nests too deeply for Google's CEL (more than 32 levels, counting "
+                "each operand of a chain like `a + b + c`): split it into variables"
+            )
+        return CelSyntaxError(message, line, column)
     return CelSyntaxError(_STATUS.sub("", str(exc)).split("\n")[0])
