@@ -33,6 +33,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$"
 _AT = re.compile(r" - at `(\$[^`]*)`$")
 _BAD_VALUE = re.compile(r"^Invalid enum value '([^']*)'$")
 _ENUMS = (*DECISIONS, "skip", "default")
+_ALLOWED = {
+    "decision": DECISIONS,
+    "on_error": ("skip", "default"),
+    "apiVersion": ("handshake/v1",),
+    "kind": ("ConnectionPolicy",),
+}
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`$")
 
 
@@ -204,7 +210,11 @@ def _schema_problem(source: Source, message: str, prefix: tuple[str | int, ...])
         message = message[: match.start()]
     key = None
     if match := _BAD_VALUE.match(message):
-        message = f"invalid value `{match.group(1)}`{did_you_mean(match.group(1), _ENUMS)}"
+        allowed = _ALLOWED.get(str(path[-1]) if path else "")
+        hint = did_you_mean(match.group(1), allowed or _ENUMS)
+        if allowed and not hint:
+            hint = "; one of " + ", ".join(f"`{value}`" for value in allowed)
+        message = f"invalid value `{match.group(1)}`{hint}"
     elif match := _UNKNOWN_FIELD.match(message):
         key = match.group(1)
         message = f"unknown field `{key}`{did_you_mean(key, _KNOWN_KEYS)}"

@@ -23,6 +23,7 @@ JsonPath = tuple[str | int, ...]
 
 _Base: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _BOOL = "tag:yaml.org,2002:bool"
+_UNKNOWN_TAG = re.compile(r"could not determine a constructor for the tag '([^']*)'")
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
@@ -149,6 +150,8 @@ def parse_source(raw: bytes, display: str, name: str = "") -> Source:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         problem = (exc.problem or exc.context or "cannot parse").strip()
+        if tag := _UNKNOWN_TAG.search(problem):  # `when: !variables.x`
+            problem += f": YAML reads a value starting with `!` as a tag; quote it: `'{tag[1]}'`"
         raise PolicyError(
             [Problem(file=display, line=line, column=column, message=f"invalid YAML: {problem}")]
         ) from None
