@@ -343,6 +343,11 @@ def _openapi(args: argparse.Namespace) -> int:
 
 
 def _read_request(name: str) -> ConnectionRequest:
+    if name == "-" and sys.stdin.isatty():  # else it would seem to hang
+        print(
+            "reading the request JSON from standard input (end with Ctrl-D), or pass --input FILE",
+            file=sys.stderr,
+        )
     try:
         raw = sys.stdin.buffer.read() if name == "-" else Path(name).read_bytes()
     except OSError as exc:

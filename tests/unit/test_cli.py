@@ -383,3 +383,21 @@ def test_check_counts_in_words(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     code, out, _ = run(capsys, "check", str(tmp_path))
     assert code == 0
     assert one_line(out) == f"1 policy and 0 test cases in {tmp_path}: no errors, 0 warning(s)"
+
+
+def test_eval_on_a_terminal_says_where_it_reads_from(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.TextIOWrapper):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(
+        sys, "stdin", Terminal(io.BytesIO((REQUESTS / "stranger.json").read_bytes()))
+    )
+    code, out, err = run(capsys, "eval", "default", "--policies", str(POLICIES))
+    assert code == 0
+    assert json.loads(out)["decision"]
+    assert one_line(err).startswith(
+        "reading the request JSON from standard input (end with Ctrl-D)"
+    )
