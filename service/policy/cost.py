@@ -31,6 +31,7 @@ import msgspec
 
 from service.policy.engines import ITERATION_BUDGET, Program
 from service.policy.parts import PolicyParts, Site
+from service.policy.references import arguments, bare_name, selection
 from service.policy.request import ConnectionRequest
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class Estimate:
         if kind in ("list_lit", "map_lit"):
             return self.collection(trees)
         if kind in ("member_dot", "ident", "dot_ident"):
-            return self.selection(node)
+            return self.dotted(node)
         if kind == "member_index":
             (target, alloc), (_, index_alloc) = self.node(trees[0]), self.node(trees[1])
             return opaque(target.item), alloc + index_alloc
@@ -169,12 +170,13 @@ class Estimate:
         item = max((self.value(size.total) for size, _ in elements), default=0.0)
         return Size(total, float(len(elements)), item), alloc + total
 
-    def selection(self, node: Tree) -> tuple[Size, Bound]:
+    def dotted(self, node: Tree) -> tuple[Size, Bound]:
         """A dotted name: a source, a comprehension variable, or a field of a value."""
-        path = _dotted(node)
-        if path is None:  # fields of a computed value: at most that value
+        chain = selection(node)
+        if chain.start is not None:  # fields of a computed value: at most that value
             target, alloc = self.node(node.children[0])
             return Size(target.total, target.count, target.item), alloc
+        path = tuple(str(name) for name in chain.names)
         if path[0] in self.variables:  # it, or a field of it: at most its size
             size = self.variables[path[0]]
             return Size(Bound(0.0, {path[0]: 1.0}), size / 2, size), NOTHING
@@ -183,16 +185,17 @@ class Estimate:
 
     def function(self, node: Tree) -> tuple[Size, Bound]:
         name = str(node.children[0])
-        args = _args(node.children[1] if len(node.children) > 1 else None)
+        args = arguments(node.children[1] if len(node.children) > 1 else None)
         if name == "has":
             return scalar(), NOTHING
         return self.call(name, None, args)
 
     def method(self, node: Tree) -> tuple[Size, Bound]:
         target, name = node.children[0], str(node.children[1])
-        args = _args(node.children[2] if len(node.children) > 2 else None)
-        if name in _COMPREHENSIONS and len(args) == 2 and _name(args[0]) is not None:
-            return self.comprehension(name, target, str(_name(args[0])), args[1])
+        args = arguments(node.children[2] if len(node.children) > 2 else None)
+        variable = bare_name(args[0]) if len(args) == 2 else None
+        if name in _COMPREHENSIONS and variable is not None:
+            return self.comprehension(name, target, variable, args[1])
         return self.call(name, target, args)
 
     def call(self, name: str, target: Any, args: list[Tree]) -> tuple[Size, Bound]:
@@ -279,37 +282,6 @@ def _items(trees: list[Tree]) -> Iterable[Tree]:
             yield from (c for c in tree.children if isinstance(c, lark.Tree))
         else:
             yield tree
-
-
-def _args(exprlist: Any) -> list[Tree]:
-    if not isinstance(exprlist, lark.Tree):
-        return []
-    return [c for c in exprlist.children if isinstance(c, lark.Tree)]
-
-
-def _name(node: Any) -> str | None:
-    while isinstance(node, lark.Tree) and len(node.children) == 1:
-        node = node.children[0]
-    if isinstance(node, lark.Token) and node.type == "IDENT":
-        return str(node.value)
-    return None
-
-
-def _dotted(node: Any) -> tuple[str, ...] | None:
-    """`a.b.c` as ("a", "b", "c"); None when it does not start at a name."""
-    names: list[str] = []
-    while isinstance(node, lark.Tree):
-        if node.data == "member_dot":
-            names.append(str(node.children[1]))
-            node = node.children[0]
-        elif node.data in ("member", "primary") and len(node.children) == 1:
-            node = node.children[0]
-        elif node.data in ("ident", "dot_ident"):
-            names.append(str(node.children[0]))
-            return tuple(reversed(names))
-        else:
-            return None
-    return None
 
 
 # --- what the names can hold ------------------------------------------------------------

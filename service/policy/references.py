@@ -24,10 +24,14 @@ __all__ = [
     "Call",
     "Misuse",
     "Reference",
+    "Selection",
+    "arguments",
+    "bare_name",
     "check_path",
     "iterations",
     "references",
     "request_fields",
+    "selection",
     "shape_of_value",
 ]
 
@@ -84,10 +88,19 @@ def _visit(node: Node, scope: frozenset[str]) -> Iterator[Found]:
                 yield from _visit(child, scope)
 
 
-def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
-    """A chain of field selections; checked only when it starts at a name."""
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """A chain of field selections `a.b.c`: its names in order, and where it starts: at a
+    name (`start` None; `rooted` for `.a.b`, the root scope's name), or at another node (a
+    call, index or literal, on which `names` are selected)."""
+
+    names: tuple[lark.Token, ...]
+    start: Tree | None
+    rooted: bool = False
+
+
+def selection(node: Tree) -> Selection:
     names: list[lark.Token] = []
-    rooted = False  # `.request…`: the root scope's name, never a comprehension variable
     current: Node = node
     while isinstance(current, lark.Tree):
         if current.data == "member_dot":
@@ -97,13 +110,20 @@ def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
             current = current.children[0]
         elif current.data in ("ident", "dot_ident"):
             names.append(_token(current.children[0]))
-            rooted = current.data == "dot_ident"
-            break
-        else:  # a call, index or literal: check inside it, but not the fields selected on it
-            yield from _visit(current, scope)
-            return
-    names.reverse()
-    if rooted or names[0].value not in scope:
+            return Selection(tuple(reversed(names)), None, current.data == "dot_ident")
+        else:
+            return Selection(tuple(reversed(names)), current)
+    raise TypeError(f"not a selection: {node!r}")  # the grammar ends every chain in a tree
+
+
+def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
+    """A chain of field selections; checked only when it starts at a name."""
+    found = selection(node)
+    if found.start is not None:  # check inside it, but not the fields selected on it
+        yield from _visit(found.start, scope)
+        return
+    names = found.names
+    if found.rooted or names[0].value not in scope:
         yield Reference(
             tuple(token.value for token in names),
             tuple((token.line or 1, token.column or 1) for token in names),
@@ -112,10 +132,10 @@ def _dotted(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
 
 def _method(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
     target, name = node.children[0], _token(node.children[1])
-    args = _args(node.children[2] if len(node.children) > 2 else None)
+    args = arguments(node.children[2] if len(node.children) > 2 else None)
     yield from _visit(target, scope)
     if name.value in _COMPREHENSIONS:
-        variable = _bare_name(args[0]) if args else None
+        variable = bare_name(args[0]) if args else None
         if variable is None or len(args) != 2:
             yield Misuse(f"`{name.value}` takes a variable name and an expression", _at(node))
             return
@@ -128,7 +148,7 @@ def _method(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
 
 def _function(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
     name = _token(node.children[0])
-    args = _args(node.children[1] if len(node.children) > 1 else None)
+    args = arguments(node.children[1] if len(node.children) > 1 else None)
     if name.value == "has":
         if len(args) != 1 or not _is_selection(args[0]):
             yield Misuse("`has` takes one field selection, e.g. `has(request.message)`", _at(node))
@@ -184,7 +204,8 @@ def _at_token(token: lark.Token) -> tuple[int, int]:
     return (token.line or 1, token.column or 1)
 
 
-def _args(exprlist: Node | None) -> list[Tree]:
+def arguments(exprlist: Node | None) -> list[Tree]:
+    """The argument expressions under an `exprlist` (none for a missing one)."""
     if not isinstance(exprlist, lark.Tree):
         return []
     return [c for c in exprlist.children if isinstance(c, lark.Tree)]
@@ -203,7 +224,8 @@ def _unwrap(node: Node) -> Node:
     return node
 
 
-def _bare_name(node: Tree) -> str | None:
+def bare_name(node: Tree) -> str | None:
+    """The name an expression is, when it is only a name (a comprehension's variable)."""
     inner = _unwrap(node)
     if isinstance(inner, lark.Token) and inner.type == "IDENT":
         return str(inner.value)
