@@ -106,11 +106,11 @@ def pieces(directory: Path, engine: str) -> list[tuple[str, float]]:
         ("decode the body (msgspec, strict)", lambda: decode_json(raw, EvaluateBody)),
         ("the request as the engine's data (scope)", lambda: policy.scope(request, now)),
     ]
-    if policy.rules_program is not None:  # the engine decides in one call
+    if (rules := policy.rules_program) is not None:  # the engine decides in one call
         steps.append(
             (
                 "scope + the rules program (one call into the engine)",
-                lambda: policy.scope(request, now).first_match(policy.rules_program),
+                lambda: rules.first_match(policy.scope(request, now)),
             )
         )
     steps += [

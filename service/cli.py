@@ -326,7 +326,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _openapi(args: argparse.Namespace) -> int:
-    from service.api.openapi import openapi_yaml
+    from service.api.app import openapi_yaml  # the web stack loads only for this command
 
     text = openapi_yaml()
     if args.check:

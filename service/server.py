@@ -26,7 +26,7 @@ from service.api.state import load_active
 from service.log import configure_logging
 from service.policy import PolicyError
 from service.protocol import BoundedHttpToolsProtocol, Limits
-from service.settings import PREFIX, Settings, SettingsError
+from service.settings import PREFIX, Settings, SettingsError, load_settings
 
 __all__ = ["app_from_environment", "serve", "startup_warnings"]
 
@@ -164,8 +164,6 @@ _APPS: list[Litestar] = []  # the app(s) of this process, for DrainingServer
 
 def app_from_environment() -> Litestar:
     """The ASGI app of one worker process."""
-    from service.settings import load_settings
-
     settings = load_settings()
     configure_logging(settings)
     # `kill -USR1 <pid>`: every thread's stack on stderr, for a worker that seems stuck.

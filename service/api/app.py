@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import yaml
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
@@ -13,13 +14,15 @@ from service import __version__
 from service.api.auth import load_tokens
 from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware
-from service.api.openapi import ContractSwaggerUI
+from service.api.openapi import ContractSwaggerUI, Dumper, contract
 from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
 from service.api.state import Active, AppState, TokensStatus, load_active
+from service.policy import PolicySet
 from service.settings import Settings, load_settings
+from service.webhooks import Webhooks
 
 __all__ = ["create_app"]
 
@@ -81,3 +84,9 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         EvaluateLane(app.asgi_handler, state, evaluate), metrics
     )
     return app
+
+
+def openapi_yaml() -> str:
+    """The committed contract: an app with the default settings; no policies need to be loaded."""
+    app = create_app(Settings(), Active(PolicySet(policies={}, digest=""), Webhooks()))
+    return yaml.dump(contract(app), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)

@@ -18,7 +18,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from service.policy.compiler import PolicySet
+from service.policy.compiled import PolicySet
 from service.policy.decision import Decision
 
 __all__ = ["Metrics", "RequestLogMiddleware", "note"]

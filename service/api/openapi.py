@@ -23,7 +23,7 @@ from service.api.schemas import BatchResult, EvaluateBody, Health, PolicyDetail,
 from service.api.state import ReloadStatus
 from service.policy.decision import Decision
 
-__all__ = ["ContractSwaggerUI", "contract", "openapi_yaml"]
+__all__ = ["ContractSwaggerUI", "Dumper", "contract"]
 
 _REF = "#/components/schemas/{name}"
 
@@ -102,19 +102,7 @@ class ContractSwaggerUI(SwaggerRenderPlugin):
         return super().render(request, contract(request.app))
 
 
-def openapi_yaml() -> str:
-    """The committed form: an app with the default settings; no policies need to be loaded."""
-    from service.api.app import create_app
-    from service.api.state import Active
-    from service.policy import PolicySet
-    from service.settings import Settings
-    from service.webhooks import Webhooks
-
-    app = create_app(Settings(), Active(PolicySet(policies={}, digest=""), Webhooks()))
-    return yaml.dump(contract(app), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
-
-
-class _Dumper(yaml.SafeDumper):
+class Dumper(yaml.SafeDumper):
     """Multi-line strings as `|` blocks, so the committed file reads well in review."""
 
 
@@ -123,4 +111,4 @@ def _text(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
     return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
 
 
-_Dumper.add_representer(str, _text)
+Dumper.add_representer(str, _text)

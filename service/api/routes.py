@@ -34,7 +34,7 @@ from service.api.schemas import (
 from service.api.state import AppState, ReloadStatus
 from service.api.webhooks import webhook_route
 from service.policy import Decision, UnknownPolicyError
-from service.policy.compiler import CompiledPolicy
+from service.policy.compiled import CompiledPolicy
 from service.policy.request import InputError, convert
 
 __all__ = ["route_handlers"]

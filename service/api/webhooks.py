@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
@@ -21,13 +21,11 @@ from service.api.decide import body_as, timed_evaluation
 from service.api.docs import responses
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
+from service.api.state import AppState
 from service.policy import Decision
 from service.policy.evaluator import derived_id
 from service.policy.mapping import MappingError
 from service.webhooks import SignatureError, verify
-
-if TYPE_CHECKING:
-    from service.api.state import AppState
 
 __all__ = ["webhook_route"]
 

@@ -4,7 +4,7 @@ policy_set = load_policies(Path("policies"))
 decision = evaluate(policy_set, "default", request, now=now)
 """
 
-from service.policy.compiler import PolicySet
+from service.policy.compiled import PolicySet
 from service.policy.decision import Decision
 from service.policy.errors import PolicyError, Problem, UnknownPolicyError
 from service.policy.evaluator import evaluate

@@ -9,104 +9,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from service.policy import references as refs
-from service.policy.cost import check_cost
-from service.policy.engines import (
+from service.policy.cel import (
+    FUNCTIONS,
     MACROS,
     CelSyntaxError,
-    Engine,
     Expression,
-    Program,
-    RequestFields,
-    Scope,
     parse,
+    references,
+    request_fields,
 )
-from service.policy.engines.celpython import FUNCTIONS
-from service.policy.engines.typecheck import TypeCheckError, type_check
-from service.policy.errors import Problem, UnknownPolicyError, did_you_mean
+from service.policy.cel.checker import TypeCheckError, type_check
+from service.policy.cel.references import Call, Misuse, iterations
+from service.policy.cel.schema import REQUEST_SHAPE, check_path, shape_of_value
+from service.policy.compiled import CompiledOutcome, CompiledPolicy, CompiledRule
+from service.policy.cost import check_cost
+from service.policy.engines import Engine, Program, Rules
+from service.policy.errors import Problem, did_you_mean
 from service.policy.model import RESERVED_RULE_ID, Outcome
 from service.policy.parts import PolicyParts, Site
-from service.policy.references import REQUEST_SHAPE, check_path, shape_of_value
-from service.policy.request import ConnectionRequest
+from service.policy.probe import probe
 from service.policy.wording import Template, TemplateError, compile_template
 
-__all__ = [
-    "CompiledOutcome",
-    "CompiledPolicy",
-    "CompiledRule",
-    "PolicySet",
-    "compile_policy",
-]
+__all__ = ["compile_policy"]
 
 ROOTS = ("request", "now", "params", "variables")
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledOutcome:
-    decision: str
-    rationale: Template
-    reply: Mapping[str, Template]
-    outputs: Mapping[str, Template]
-
-    def placeholder_programs(self) -> list[Program]:
-        """Every placeholder's program: the rationale's, each reply's, each output's."""
-        templates = [self.rationale, *self.reply.values(), *self.outputs.values()]
-        return [part.program for template in templates for part in template.placeholders]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledRule:
-    id: str
-    description: str
-    when: Program
-    outcome: CompiledOutcome
-    origin: str  # `file:line` in the policy directory where the rule was written (maybe a base's)
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledPolicy:
-    name: str
-    file: str
-    description: str
-    extends: tuple[str, ...]  # the bases, nearest first
-    default_locale: str
-    on_error: str
-    params: Mapping[str, Any]  # as written, merged over the bases'
-    params_data: Any  # the same, converted once for the engine
-    variables: Mapping[str, Program]
-    rules: tuple[CompiledRule, ...]
-    default: CompiledOutcome
-    engine: Engine
-    rules_program: Any = None  # the engine's one-call form of the rules, if it has one
-    request_fields: RequestFields | None = None  # what the expressions read (None: anything)
-
-    def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
-        """The names CEL sees; `variables` are computed lazily, at most once each."""
-        return self.engine.scope(
-            request, now, self.params_data, self.variables, self.request_fields
-        )
-
-
-@dataclass(frozen=True)
-class PolicySet:
-    """Everything one evaluation needs. Replaced whole on reload, never changed in place."""
-
-    policies: Mapping[str, CompiledPolicy]
-    digest: str
-    revision: str | None = None
-    engine: str = "cel-expr-python"
-    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-    warnings: tuple[Problem, ...] = ()
-
-    def get(self, name: str) -> CompiledPolicy:
-        try:
-            return self.policies[name]
-        except KeyError:
-            raise UnknownPolicyError(name, self.policies) from None
 
 
 def _portable(value: Any) -> None:
@@ -148,8 +76,6 @@ def compile_policy(
     parts: PolicyParts, engine: Engine, *, compare_engines: bool = True
 ) -> tuple[CompiledPolicy | None, list[Problem]]:
     """Compile one policy; None when any problem is an error (or the parts were broken)."""
-    from service.policy.probe import probe  # probe evaluates what this module compiles
-
     compiler = _Compiler(parts, engine)
     policy = compiler.run()
     if policy is not None and check_cost(policy, parts, compiler.report):
@@ -247,11 +173,13 @@ class _Compiler:
             default=default,
             engine=self.engine,
             rules_program=self.engine.rules_program(
-                variables,
-                [rule.when for rule in rules],
-                [outcome.placeholder_programs() for outcome in outcomes],
+                Rules(
+                    variables,
+                    [rule.when for rule in rules],
+                    [outcome.placeholder_programs() for outcome in outcomes],
+                )
             ),
-            request_fields=refs.request_fields(p.expression.tree for p in programs),
+            request_fields=request_fields(p.expression.tree for p in programs),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:
@@ -347,10 +275,10 @@ class _Compiler:
         self, expression: Expression, *, deps: str | None
     ) -> Iterable[tuple[str, tuple[int, int]]]:
         """Static checks of one expression: (message, position inside the expression)."""
-        for found in refs.references(expression.tree):
-            if isinstance(found, refs.Misuse):
+        for found in references(expression.tree):
+            if isinstance(found, Misuse):
                 yield found.message, found.position
-            elif isinstance(found, refs.Call):
+            elif isinstance(found, Call):
                 if found.name not in FUNCTIONS and found.name not in MACROS:
                     kind = "method" if found.method else "function"
                     hint = did_you_mean(found.name, FUNCTIONS)
@@ -364,7 +292,7 @@ class _Compiler:
     def check_order(self, site: Site, text: str, expression: Expression, offset: int = 0) -> None:
         """Warn where a `map` or `filter` may range over a map: CEL leaves the order of a
         map's keys unspecified, and the C++ runtime changes it from process to process."""
-        for found in refs.iterations(expression.tree):
+        for found in iterations(expression.tree):
             if found.over == "list" or self.is_list(found.over):
                 continue
             self.report(

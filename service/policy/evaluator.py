@@ -13,12 +13,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 
-from service.policy.compiler import CompiledOutcome, CompiledPolicy, PolicySet
+from service.policy.cel import EvalError, Value, to_json, type_name
+from service.policy.compiled import CompiledOutcome, CompiledPolicy, PolicySet
 from service.policy.decision import (
     Decision,
     PolicyRef,
@@ -28,7 +30,7 @@ from service.policy.decision import (
     Trace,
     VariableTrace,
 )
-from service.policy.engines import EvalError, Scope, to_json, type_name
+from service.policy.engines import Match, Program, Scope
 from service.policy.request import ConnectionRequest
 from service.policy.wording import choose_locale
 
@@ -104,13 +106,14 @@ def evaluate(
 
     rule_id: str | None = None
     outcome = policy.default
-    first = None if explain else _first_match(policy, scope)  # explain needs every step
-    if first is None:
+    match = None if explain else _first_match(policy, scope)  # explain needs every step
+    if match is None:
         rule_id, outcome = _rule_by_rule(policy, scope, errors, steps)
-    elif first >= 0:
-        rule_id, outcome = policy.rules[first].id, policy.rules[first].outcome
+    elif match.index >= 0:
+        rule_id, outcome = policy.rules[match.index].id, policy.rules[match.index].outcome
 
-    rationale, reply, outputs = _render(policy, outcome, rule_id, scope, locale, errors)
+    answers = scope if match is None else _Given(scope, match.values)
+    rationale, reply, outputs = _render(policy, outcome, rule_id, answers, locale, errors)
     return Decision(
         decision=outcome.decision,  # type: ignore[arg-type]
         rule=rule_id,
@@ -125,14 +128,31 @@ def evaluate(
     )
 
 
-def _first_match(policy: CompiledPolicy, scope: Scope) -> int | None:
+def _first_match(policy: CompiledPolicy, scope: Scope) -> Match | None:
     """The engine's one-call answer, when it has one and nothing failed on the way."""
     if policy.rules_program is None:
         return None
     try:
-        return scope.first_match(policy.rules_program)
+        return policy.rules_program.first_match(scope)
     except EvalError:
         return None  # go rule by rule, which reports the failure exactly
+
+
+class _Given:
+    """A scope that answers the placeholders a rules program already computed."""
+
+    __slots__ = ("_given", "_scope")
+
+    def __init__(self, scope: Scope, given: Mapping[Program, Value]) -> None:
+        self._scope, self._given = scope, given
+
+    def run(self, program: Program) -> Value:
+        if program in self._given:
+            return self._given[program]
+        return self._scope.run(program)
+
+    def variables(self) -> dict[str, Value | EvalError]:
+        return self._scope.variables()
 
 
 def _rule_by_rule(

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from service.policy.compiler import CompiledPolicy, PolicySet, compile_policy
+from service.policy.compiled import CompiledPolicy, PolicySet
+from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
 from service.policy.errors import PolicyError, Problem, did_you_mean
 from service.policy.model import DECISIONS, RULE_LISTS, PolicyDocument, Rule

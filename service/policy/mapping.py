@@ -12,21 +12,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import msgspec
-
-from service.policy import references as refs
-from service.policy.engines import (
+from service.policy.cel import (
+    FUNCTIONS,
     MACROS,
+    REQUEST,
+    Call,
     CelSyntaxError,
-    Engine,
     EvalError,
-    Program,
+    Found,
+    Misuse,
     parse,
+    references,
     to_json,
 )
-from service.policy.engines.celpython import FUNCTIONS
+from service.policy.cel.schema import Field, Message
+from service.policy.engines import Engine, Program
 from service.policy.errors import Problem, did_you_mean
 from service.policy.parts import Site
 from service.policy.request import ConnectionRequest, InputError, convert
@@ -89,9 +91,6 @@ class RequestMapping:
         return self.leaves[0].where if self.leaves else "the mapping"
 
 
-_REQUEST = cast(msgspec.inspect.StructType, msgspec.inspect.type_info(ConnectionRequest))
-
-
 def compile_mapping(
     tree: Any, site: Site, engine: Engine
 ) -> tuple[RequestMapping | None, list[Problem]]:
@@ -100,7 +99,7 @@ def compile_mapping(
     if not isinstance(tree, dict):
         compiler.error(site, "a mapping mirrors the request: an object of request fields")
     else:
-        compiler.struct(tree, site, (), _REQUEST)
+        compiler.struct(tree, site, (), REQUEST)
     if compiler.problems:
         return None, compiler.problems
     return RequestMapping(tuple(compiler.leaves), engine), []
@@ -120,9 +119,9 @@ class _MappingCompiler:
         tree: dict[str, Any],
         site: Site,
         field: tuple[str, ...],
-        kind: msgspec.inspect.StructType,
+        message: Message,
     ) -> None:
-        fields = {f.encode_name: f for f in kind.fields}
+        fields = message.fields
         for key, value in tree.items():
             if key not in fields:
                 dotted = ".".join((*field, str(key)))
@@ -138,13 +137,10 @@ class _MappingCompiler:
                 dotted = ".".join((*field, name))
                 self.error(site, f"the request needs `{dotted}`: map it")
 
-    def node(
-        self, value: Any, site: Site, field: tuple[str, ...], spec: msgspec.inspect.Field
-    ) -> None:
-        kind = _unwrap(spec.type)
-        if isinstance(value, dict) and isinstance(kind, msgspec.inspect.StructType):
-            self.struct(value, site, field, kind)
-        elif isinstance(value, dict) and isinstance(kind, msgspec.inspect.DictType):
+    def node(self, value: Any, site: Site, field: tuple[str, ...], spec: Field) -> None:
+        if isinstance(value, dict) and spec.kind == "message" and spec.message is not None:
+            self.struct(value, site, field, spec.message)
+        elif isinstance(value, dict) and spec.kind == "any":
             for key, item in value.items():  # attributes: free keys, leaves or nested objects
                 self.free(item, site.at(key), (*field, str(key)))
         else:
@@ -175,7 +171,7 @@ class _MappingCompiler:
             self.error(site, exc.message, position=position)
             return
         ok = True
-        for found in refs.references(program.expression.tree):
+        for found in references(program.expression.tree):
             message = _check(found)
             if message:
                 self.error(site, message)
@@ -185,10 +181,10 @@ class _MappingCompiler:
             self.leaves.append(Leaf(field, program, where, optional))
 
 
-def _check(found: refs.Found) -> str | None:
-    if isinstance(found, refs.Misuse):
+def _check(found: Found) -> str | None:
+    if isinstance(found, Misuse):
         return found.message
-    if isinstance(found, refs.Call):
+    if isinstance(found, Call):
         if found.name in FUNCTIONS or found.name in MACROS:
             return None
         return f"unknown function `{found.name}`{did_you_mean(found.name, FUNCTIONS)}"
@@ -196,12 +192,3 @@ def _check(found: refs.Found) -> str | None:
     if root not in ROOTS:
         return f"unknown name `{root}`: a mapping reads `payload` and `headers`"
     return None
-
-
-def _unwrap(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
-    if isinstance(kind, msgspec.inspect.Metadata):
-        return _unwrap(kind.type)
-    if isinstance(kind, msgspec.inspect.UnionType):
-        members = [t for t in kind.types if not isinstance(t, msgspec.inspect.NoneType)]
-        return _unwrap(members[0]) if len(members) == 1 else kind
-    return kind

@@ -15,17 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from service.policy import references as refs
-from service.policy.compiler import CompiledOutcome, CompiledPolicy
-from service.policy.engines import (
-    ENGINES,
-    EvalError,
-    Program,
-    Scope,
-    get_engine,
-    to_json,
-    type_name,
-)
+from service.policy.cel import EvalError, Reference, Value, references, to_json, type_name
+from service.policy.compiled import CompiledOutcome, CompiledPolicy
+from service.policy.engines import ENGINES, Engine, Program, Scope, get_engine
 from service.policy.errors import with_article
 from service.policy.parts import PolicyParts, Site
 from service.policy.request import ConnectionRequest, Person, Relationship
@@ -89,7 +81,6 @@ class _Probe:
         self.policy, self.report, self.compare_engines = policy, report, compare_engines
         self.full = policy.scope(REPRESENTATIVE, _T)
         self.bare = policy.scope(MINIMAL, _T)
-        self.other = get_engine(next(e for e in ENGINES if e != policy.engine.name))
         self.twins: dict[int, Program] = {}
         self.variable_sites = {name: site for name, (_, site) in parts.variables.items()}
         self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
@@ -169,6 +160,12 @@ class _Probe:
             self.other.scope(MINIMAL, _T, params, variables),
         )
 
+    @functools.cached_property
+    def other(self) -> Engine:
+        """The other engine: imported only when a probe needs it (never when serving a policy
+        without type errors: docs/adr/0015-layers.md)."""
+        return get_engine(next(e for e in ENGINES if e != self.policy.engine.name))
+
     def twin(self, program: Program) -> Program:
         if id(program) not in self.twins:
             self.twins[id(program)] = self.other.compile(program.expression)
@@ -207,8 +204,8 @@ class _Probe:
         pending = [program]
         seen: set[str] = set()
         while pending:
-            for found in refs.references(pending.pop().expression.tree):
-                if isinstance(found, refs.Reference):
+            for found in references(pending.pop().expression.tree):
+                if isinstance(found, Reference):
                     if found.path[0] in ("request", "now"):
                         return False
                     if found.path[0] == "variables" and found.path[1] not in seen:
@@ -217,7 +214,7 @@ class _Probe:
         return True
 
 
-def _value(scope: Scope, program: Program) -> tuple[Any, EvalError | None]:
+def _value(scope: Scope, program: Program) -> tuple[Value, EvalError | None]:
     """(value, None) or (None, the failure)."""
     try:
         return scope.run(program), None

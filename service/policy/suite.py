@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from service.policy.compiler import PolicySet
+from service.policy.compiled import PolicySet
 from service.policy.decision import Decision
 from service.policy.errors import PolicyError, Problem, UnknownPolicyError
 from service.policy.evaluator import evaluate

@@ -13,7 +13,8 @@ from typing import Any
 
 import msgspec
 
-from service.policy.engines import CelSyntaxError, Engine, Program, Scope, parse, to_json
+from service.policy.cel import CelSyntaxError, parse, to_json
+from service.policy.engines import Engine, Program, Scope
 
 __all__ = ["Template", "TemplateError", "choose_locale", "compile_template"]
 

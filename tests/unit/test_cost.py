@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 
-from service.policy.cost import ELEMENT, EXPRESSION_BUDGET, INPUT_BYTES, SCALAR, estimate
-from service.policy.engines import ITERATION_BUDGET, EvalError, get_engine, parse
+from service.policy.cel import ITERATION_BUDGET, EvalError, parse
+from service.policy.cel.cost import ELEMENT, INPUT_BYTES, SCALAR
+from service.policy.cost import EXPRESSION_BUDGET, estimate
+from service.policy.engines import get_engine
 from service.policy.request import ConnectionRequest, Person, Relationship
 from tests.strategies import REQUESTS
 

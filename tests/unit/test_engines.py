@@ -14,16 +14,8 @@ from typing import Any
 import pytest
 
 from service.policy import PolicyError, evaluate, load_policies
-from service.policy.engines import (
-    ENGINES,
-    ITERATION_BUDGET,
-    CelSyntaxError,
-    Engine,
-    EvalError,
-    get_engine,
-    parse,
-    to_json,
-)
+from service.policy.cel import ITERATION_BUDGET, CelSyntaxError, EvalError, parse, to_json
+from service.policy.engines import ENGINES, Engine, get_engine
 from service.policy.request import ConnectionRequest, Person, Relationship
 
 GUARD = 'has(r.photo) && r.photo != ""'

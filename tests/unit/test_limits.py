@@ -12,8 +12,8 @@ import pytest
 
 from service.cli import main
 from service.policy import PolicyError, load_policies
-from service.policy.engines import CelSyntaxError, get_engine
-from service.policy.engines.celpython import MAX_SYNTAX_DEPTH, parse
+from service.policy.cel import MAX_SYNTAX_DEPTH, CelSyntaxError, parse
+from service.policy.engines import get_engine
 from service.policy.request import (
     JSON_MAX_DEPTH,
     InputError,

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.policy import ConnectionRequest, load_policies
-from service.policy.engines import parse
+from service.policy.cel import parse, request_fields
+from service.policy.cel.schema import REQUEST_SHAPE
 from service.policy.engines.celexpr import request_data
-from service.policy.references import REQUEST_SHAPE, request_fields
 from tests.conftest import POLICIES
 from tests.strategies import REQUESTS
 

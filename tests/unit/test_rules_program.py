@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from service.policy import ConnectionRequest, evaluate, load_policies
-from service.policy.request import decode_request
+from service.policy.request import Relationship, decode_request
 from tests.conftest import POLICIES
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
@@ -82,3 +82,26 @@ def test_the_iteration_budget_is_per_expression_not_per_chain(tmp_path: Path) ->
     )
     decision = evaluate(policy_set, "p", REQUEST, now=NOW)  # type: ignore[arg-type]
     assert (decision.decision, decision.rule, decision.errors) == ("accept", "second", [])
+
+
+def test_any_number_of_rules_runs_as_a_rules_program(tmp_path: Path) -> None:
+    """Google's parser nests at most 32 levels; 40 rules run in segments, in order."""
+    rules = "".join(
+        f"  - {{id: r{i}, when: 'variables.n == {i}', decision: accept,"
+        f" rationale: 'rule {i} for {{{{ variables.n }}}}'}}\n"
+        for i in range(40)
+    )
+    policy_set = load(tmp_path, rules, variables="{n: request.relationship.mutual_connections}")
+    policy = policy_set.get("p")  # type: ignore[attr-defined]
+    assert policy.rules_program is not None
+    assert len(policy.rules_program.segments) > 1
+    for n in (0, 17, 39, 40):  # the first segment, a later one, the last rule, no rule
+        request = msgspec.structs.replace(REQUEST, relationship=Relationship(mutual_connections=n))
+        match = policy.rules_program.first_match(policy.scope(request, NOW))
+        assert match.index == (n if n < 40 else -1)
+        fast = evaluate(policy_set, "p", request, now=NOW)  # type: ignore[arg-type]
+        slow = evaluate(policy_set, "p", request, now=NOW, explain=True)  # type: ignore[arg-type]
+        assert without_trace(fast) == without_trace(slow)
+        assert (fast.rule, fast.rationale) == (
+            (f"r{n}", f"rule {n} for {n}") if n < 40 else (None, "none matched")
+        )

@@ -1,46 +1,29 @@
-"""CEL engines behind one seam (service/policy/engines/base.py).
+"""CEL runtimes behind one seam (base.py): compile and evaluate, nothing else.
 
 - `cel-expr-python`: Google's C++ CEL; the default (docs/adr/0009-cel-engines.md).
 - `cel-python`: the pure-Python reference the product was specified with.
 
-Every policy suite runs under both, and `handshake check` warns where they disagree.
+`get_engine` imports only the engine asked for, so that serving with one never loads the
+other (docs/adr/0015-layers.md). Every policy suite runs under both, and `handshake check`
+warns where they disagree.
 """
 
 from __future__ import annotations
 
 import functools
 
-from service.policy.engines.base import (
-    ITERATION_BUDGET,
-    MACROS,
-    CelSyntaxError,
-    Engine,
-    EvalError,
-    Expression,
-    Program,
-    RequestFields,
-    Scope,
-    to_json,
-    type_name,
-)
-from service.policy.engines.celpython import parse
+from service.policy.engines.base import Engine, Match, Program, Rules, RulesProgram, Scope
 
 __all__ = [
     "DEFAULT_ENGINE",
     "ENGINES",
-    "ITERATION_BUDGET",
-    "MACROS",
-    "CelSyntaxError",
     "Engine",
-    "EvalError",
-    "Expression",
+    "Match",
     "Program",
-    "RequestFields",
+    "Rules",
+    "RulesProgram",
     "Scope",
     "get_engine",
-    "parse",
-    "to_json",
-    "type_name",
 ]
 
 ENGINES = ("cel-expr-python", "cel-python")
@@ -51,11 +34,11 @@ DEFAULT_ENGINE = "cel-expr-python"
 def get_engine(name: str = DEFAULT_ENGINE) -> Engine:
     """The engine called `name`; raises `ValueError` for any other name."""
     if name == "cel-python":
-        from service.policy.engines.celpython import CelPython
+        from service.policy.engines.celpython import CelPython  # only when asked for
 
         return CelPython()
     if name == "cel-expr-python":
-        from service.policy.engines.celexpr import CelExpr
+        from service.policy.engines.celexpr import CelExpr  # only when asked for
 
         return CelExpr()
     raise ValueError(f"unknown CEL engine `{name}` (choose one of: {', '.join(ENGINES)})")

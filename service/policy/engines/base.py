@@ -1,79 +1,30 @@
-"""The engine seam: what the core needs from a CEL implementation, and what both share.
+"""The engine seam: what the core needs from a CEL runtime, and nothing more.
 
-An expression is parsed once by the shared front end (cel-python's parser: the compiler's
-static checks walk its tree), then compiled by an engine into a `Program`. Per evaluation the
-engine converts the request once into a `Scope`; `Scope.run(program)` returns a plain Python
-value (bool, int, float, str, bytes, datetime, timedelta, list, dict or None) or raises
-`EvalError`. Nothing outside service/policy/engines/ sees an engine's own value types.
+The front end (service/policy/cel/) parses and checks an expression once; an engine compiles
+it into a `Program`. Per evaluation the engine converts the request once into a `Scope`;
+`Scope.run(program)` returns plain data (`Value`) or raises `EvalError`. An engine may also
+compile a policy's rules into one `RulesProgram` that finds the first match in one call.
+
+    engine = get_engine("cel-expr-python")
+    program = engine.compile(parse("request.relationship.mutual_connections > 10"))
+    scope = engine.scope(request, now, engine.prepare({}), variables={})
+    scope.run(program)  # True
+
+A program reaches only the scopes of the engine that compiled it: a compiled policy holds
+its engine, and everything it runs was compiled by that engine.
 """
 
 from __future__ import annotations
 
-import base64
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Protocol
 
-import lark
-
+from service.policy.cel import EvalError, Expression, RequestFields, Value
 from service.policy.request import ConnectionRequest
 
-__all__ = [
-    "ITERATION_BUDGET",
-    "CelSyntaxError",
-    "Engine",
-    "EvalError",
-    "Expression",
-    "Program",
-    "RequestFields",
-    "Scope",
-    "json_number",
-    "to_json",
-    "type_name",
-]
-
-# Comprehension iterations per evaluation of one expression. cel-expr-python's runtime stops at
-# this number (it is not configurable from Python); the cel-python engine enforces the same, so
-# a runaway expression fails the same way under both (docs/policy-language.md, "Limits").
-ITERATION_BUDGET = 10_000
-
-MACROS = frozenset({"has", "all", "exists", "exists_one", "map", "filter"})
-
-
-class CelSyntaxError(Exception):
-    """An expression does not compile; line and column are 1-based within the expression."""
-
-    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
-        super().__init__(message)
-        self.message, self.line, self.column = message, line, column
-
-
-class EvalError(Exception):
-    """An expression failed to evaluate; the message is fit for a policy owner.
-
-    `kind` is `type` (no overload for these types), `missing` (no such field or key),
-    `budget` (more than ITERATION_BUDGET comprehension iterations) or `other`.
-    """
-
-    def __init__(self, message: str, kind: str = "other") -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-BUDGET_MESSAGE = (
-    f"evaluation budget exceeded: more than {ITERATION_BUDGET:,} comprehension iterations"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Expression:
-    """One expression as the front end sees it, whatever engine runs it."""
-
-    text: str
-    tree: lark.Tree[lark.Token]
-    variables: frozenset[str]  # the `variables.<name>` it reads directly
+__all__ = ["Engine", "Match", "Program", "Rules", "RulesProgram", "Scope"]
 
 
 class Program(Protocol):
@@ -86,22 +37,40 @@ class Program(Protocol):
 class Scope(Protocol):
     """One evaluation's names (request, now, params, variables), converted once."""
 
-    def run(self, program: Any) -> Any:
-        """The program's value as plain Python data; raises `EvalError`."""
+    def run(self, program: Program) -> Value:
+        """The program's value as plain data; raises `EvalError`."""
         ...
 
-    def variables(self) -> dict[str, Any]:
+    def variables(self) -> dict[str, Value | EvalError]:
         """The variables computed so far: a value, or the `EvalError` it failed with."""
         ...
 
-    def first_match(self, program: Any) -> int:
-        """Run an engine's rules program (see `Engine.rules_program`); raises `EvalError`."""
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a rules program decides between: the policy's variables, its rules' conditions in
+    order, and the placeholders of each rule's outcome, then the default's."""
+
+    variables: Mapping[str, Program]
+    conditions: Sequence[Program]
+    placeholders: Sequence[Sequence[Program]]
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """What a rules program found: the first rule whose condition is true (-1: none, the
+    default decides), and the values of that outcome's placeholders."""
+
+    index: int
+    values: Mapping[Program, Value]
+
+
+class RulesProgram(Protocol):
+    def first_match(self, scope: Scope) -> Match:
+        """Raises `EvalError` when anything on the way failed (a condition, a placeholder,
+        the iteration budget): the evaluator then goes rule by rule to report it exactly, so
+        a match is always the rule-by-rule answer."""
         ...
-
-
-# What a policy reads of the request: per top-level field, the sub-fields it reads, or None for
-# all of it (service/policy/references.py, `request_fields`).
-RequestFields = Mapping[str, tuple[str, ...] | None]
 
 
 class Engine(Protocol):
@@ -111,19 +80,11 @@ class Engine(Protocol):
         """Raises `CelSyntaxError` when this engine cannot run the expression."""
         ...
 
-    def rules_program(
-        self,
-        variables: Mapping[str, Any],
-        conditions: Sequence[Any],
-        placeholders: Sequence[Sequence[Any]],
-    ) -> Any:
-        """Optionally, all conditions as one program giving the index of the first match
-        (-1: none), computing that outcome's `placeholders` (one list per condition, then the
-        default's) for `Scope.run` to answer from, and raising on any failure on the way;
-        None: go rule by rule."""
+    def rules_program(self, rules: Rules) -> RulesProgram | None:
+        """All the rules as one program, or None: go rule by rule."""
         ...
 
-    def prepare(self, value: Mapping[str, Any]) -> Any:
+    def prepare(self, value: Mapping[str, object]) -> object:
         """Convert constant data (a policy's params) once, ahead of evaluations."""
         ...
 
@@ -131,67 +92,15 @@ class Engine(Protocol):
         self,
         request: ConnectionRequest,
         now: datetime,
-        params: Any,
-        variables: Mapping[str, Any],
+        params: object,
+        variables: Mapping[str, Program],
         fields: RequestFields | None = None,
     ) -> Scope:
-        """Names for one evaluation; `variables` (name -> Program) are computed lazily, once.
-        `fields`: what the policy's expressions read of the request (None: anything); an
-        engine may leave the rest out."""
+        """Names for one evaluation; `variables` are computed lazily, once. `params` is what
+        `prepare` returned. `fields`: what the policy's expressions read of the request
+        (None: anything); an engine may leave the rest out."""
         ...
 
-    def bind(self, names: Mapping[str, Any]) -> Scope:
+    def bind(self, names: Mapping[str, object]) -> Scope:
         """A scope of plain data only (webhook mappings: `payload`, `headers`)."""
         ...
-
-
-def json_number(value: int) -> int | float:
-    """An integer as CEL reads a JSON number: itself within int64, a double beyond it."""
-    if -(2**63) <= value < 2**63:
-        return value
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
-def type_name(value: Any) -> str:
-    """The CEL type name of a plain Python value."""
-    for cls in type(value).__mro__:
-        if cls in _TYPE_NAMES:
-            return _TYPE_NAMES[cls]
-    return type(value).__name__
-
-
-_TYPE_NAMES: dict[type, str] = {
-    bool: "bool",
-    int: "int",
-    float: "double",
-    str: "string",
-    bytes: "bytes",
-    list: "list",
-    tuple: "list",
-    dict: "map",
-    datetime: "timestamp",
-    timedelta: "duration",
-    type(None): "null",
-}
-
-
-def to_json(value: Any) -> Any:
-    """A plain value as JSON-ready data: timestamps as RFC 3339, durations as `1.5s`."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(value, timedelta):
-        return f"{value.total_seconds():g}s"
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, Mapping):  # sorted: engines keep maps in different orders
-        return dict(sorted((str(to_json(k)), to_json(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    return str(value)

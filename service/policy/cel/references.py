@@ -1,41 +1,35 @@
 """What a CEL expression refers to, read from its parse tree without evaluating it.
 
 The compiler uses this to check names, fields and functions against the request schema before
-anything is deployed, with messages that name the schema (`did you mean …`). Types are checked
-afterwards by the C++ CEL checker (service/policy/engines/typecheck.py).
+anything is deployed, with messages that name the schema (`did you mean …`); types are checked
+afterwards (checker.py). Nothing here recurses deeper than the parse tree's height, which
+`parse` bounds.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import lark
-import msgspec
 
-from service.policy.engines.base import MACROS, RequestFields, type_name
-from service.policy.errors import did_you_mean
-from service.policy.request import ConnectionRequest
+from service.policy.cel.functions import COMPREHENSIONS
 
 __all__ = [
-    "REQUEST_SHAPE",
     "Call",
+    "Found",
+    "Iteration",
     "Misuse",
     "Reference",
     "Selection",
+    "Tree",
     "arguments",
     "bare_name",
-    "check_path",
     "iterations",
     "references",
-    "request_fields",
     "selection",
-    "shape_of_value",
 ]
-
-_COMPREHENSIONS = MACROS - {"has"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +128,7 @@ def _method(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
     target, name = node.children[0], _token(node.children[1])
     args = arguments(node.children[2] if len(node.children) > 2 else None)
     yield from _visit(target, scope)
-    if name.value in _COMPREHENSIONS:
+    if name.value in COMPREHENSIONS:
         variable = bare_name(args[0]) if args else None
         if variable is None or len(args) != 2:
             yield Misuse(f"`{name.value}` takes a variable name and an expression", _at(node))
@@ -152,6 +146,11 @@ def _function(node: Tree, scope: frozenset[str]) -> Iterator[Found]:
     if name.value == "has":
         if len(args) != 1 or not _is_selection(args[0]):
             yield Misuse("`has` takes one field selection, e.g. `has(request.message)`", _at(node))
+        elif _is_variable(args[0], scope):
+            yield Misuse(
+                "`has()` on a variable: every variable exists; test what it reads instead",
+                _at(node),
+            )
     else:
         yield Call(name.value, False, (name.line or 1, name.column or 1))
     for arg in args:
@@ -237,6 +236,14 @@ def _is_selection(node: Tree) -> bool:
     return isinstance(inner, lark.Tree) and inner.data == "member_dot"
 
 
+def _is_variable(node: Tree, scope: frozenset[str]) -> bool:
+    """`variables.<name>`, where `variables` is not a comprehension's own name."""
+    found = selection(_unwrap(node))  # type: ignore[arg-type]
+    named = found.start is None and len(found.names) == 2
+    unshadowed = found.rooted or "variables" not in scope
+    return named and found.names[0].value == "variables" and unshadowed
+
+
 def _holds_nul(token: Node | None) -> bool:
     """A string or bytes literal that means U+0000 (raw literals keep escapes as text)."""
     if not isinstance(token, lark.Token) or token.type not in ("STRING_LIT", "BYTES_LIT"):
@@ -252,74 +259,3 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:000|[xX]00|u0000|U00000000)")
 def _at(node: Tree) -> tuple[int, int]:
     meta = node.meta
     return (getattr(meta, "line", 1), getattr(meta, "column", 1))
-
-
-# --- checking dotted paths against the request schema and params ---------------------------
-
-Shape = Mapping[str, "Shape"] | str  # a mapping of fields, a leaf type name, or ANY
-ANY = "any"
-
-
-def _shape_of_type(t: msgspec.inspect.Type) -> Shape:
-    if isinstance(t, msgspec.inspect.Metadata):
-        return _shape_of_type(t.type)
-    if isinstance(t, msgspec.inspect.UnionType):
-        kinds = [x for x in t.types if not isinstance(x, msgspec.inspect.NoneType)]
-        return _shape_of_type(kinds[0]) if len(kinds) == 1 else ANY
-    if isinstance(t, msgspec.inspect.StructType):
-        return {f.encode_name: _shape_of_type(f.type) for f in t.fields}
-    return {
-        msgspec.inspect.StrType: "string",
-        msgspec.inspect.LiteralType: "string",
-        msgspec.inspect.IntType: "int",
-        msgspec.inspect.FloatType: "double",
-        msgspec.inspect.BoolType: "bool",
-        msgspec.inspect.DateTimeType: "timestamp",
-        msgspec.inspect.ListType: "list",
-    }.get(type(t), ANY)
-
-
-def shape_of_value(value: Any) -> Shape:
-    if isinstance(value, dict):
-        return {str(k): shape_of_value(v) for k, v in value.items()}
-    return type_name(value)
-
-
-REQUEST_SHAPE = _shape_of_type(msgspec.inspect.type_info(ConnectionRequest))
-
-
-def check_path(path: tuple[str, ...], shape: Shape) -> tuple[int, str] | None:
-    """(index of the bad segment, message) or None when the path exists."""
-    for index, segment in enumerate(path[1:], start=1):
-        if shape == ANY:
-            return None
-        dotted = ".".join(path[:index])
-        if isinstance(shape, str):
-            return index, f"`{dotted}` is a {shape} and has no field `{segment}`"
-        if segment not in shape:
-            return index, f"unknown field `{dotted}.{segment}`{did_you_mean(segment, shape)}"
-        shape = shape[segment]
-    return None
-
-
-def request_fields(trees: Iterable[Tree]) -> RequestFields | None:
-    """What these expressions read of the request: per top-level field, the sub-fields read
-    (sorted), or None for all of it; None overall when `request` is used whole (or in a way
-    this does not follow, such as an index). An engine may leave every other field out of the
-    data it builds for an evaluation: nothing can read it."""
-    top = REQUEST_SHAPE if isinstance(REQUEST_SHAPE, Mapping) else {}
-    read: dict[str, set[str] | None] = {}
-    for tree in trees:
-        for found in references(tree):
-            if not isinstance(found, Reference) or found.path[0] != "request":
-                continue
-            path = found.path
-            if len(path) == 1 or path[1] not in top:
-                return None
-            shape, names = top[path[1]], read.setdefault(path[1], set())
-            if len(path) > 2 and isinstance(shape, Mapping) and path[2] in shape:
-                if names is not None:
-                    names.add(path[2])
-            else:  # a field read as a whole: `has(request.message)`, `request.attributes.x`
-                read[path[1]] = None
-    return {key: None if names is None else tuple(sorted(names)) for key, names in read.items()}

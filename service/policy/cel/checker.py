@@ -1,0 +1,166 @@
+"""Static type checking with Google's CEL checker (cel-expr-python), whatever engine serves.
+
+The request's type is generated from the schema view (schema.py) as protobuf messages:
+strings, int64s, doubles, bools, `google.protobuf.Timestamp`s, repeated fields, nested
+messages, and `attributes` as a `google.protobuf.Struct` (a map of dyn). So
+`request.relationship.mutual_connections > "10"` fails at load time with its position.
+`params` and `variables` are dyn: what flows through them is checked only at run time
+(and by the probe on representative requests). See docs/policy-language.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_strings
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    struct_pb2,
+    timestamp_pb2,
+)
+
+from service.policy.cel.schema import REQUEST, Kind, Message
+from service.policy.cel.syntax import CelSyntaxError
+from service.policy.errors import with_article
+
+__all__ = ["TYPE_LABELS", "TypeCheckError", "compile_error", "operator_symbol", "type_check"]
+
+_PACKAGE = "handshake.v1"
+_F = descriptor_pb2.FieldDescriptorProto
+_SCALARS: dict[Kind, int] = {
+    "string": _F.TYPE_STRING,
+    "int": _F.TYPE_INT64,
+    "double": _F.TYPE_DOUBLE,
+    "bool": _F.TYPE_BOOL,
+}
+_MESSAGES: dict[Kind, str] = {
+    "timestamp": ".google.protobuf.Timestamp",
+    "any": ".google.protobuf.Struct",  # free-form data (attributes): a map of dyn
+}
+
+
+class TypeCheckError(Exception):
+    """A type error; line and column are 1-based within the expression."""
+
+    def __init__(self, message: str, line: int, column: int) -> None:
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
+
+
+def _messages(message: Message, file: descriptor_pb2.FileDescriptorProto, done: set[str]) -> str:
+    """Add a protobuf message for `message` (and those it contains); return its full name."""
+    full = f".{_PACKAGE}.{message.name}"
+    if message.name in done:
+        return full
+    done.add(message.name)
+    proto = file.message_type.add(name=message.name)
+    for number, field in enumerate(message.fields.values(), start=1):
+        kind = field.kind
+        added = proto.field.add(name=field.name, number=number, label=_F.LABEL_OPTIONAL)
+        if kind == "list":
+            added.label, kind = _F.LABEL_REPEATED, field.item or "any"
+        if kind == "message" and field.message is not None:
+            added.type, added.type_name = _F.TYPE_MESSAGE, _messages(field.message, file, done)
+        elif kind in _SCALARS:
+            added.type = _SCALARS[kind]
+        else:
+            added.type, added.type_name = _F.TYPE_MESSAGE, _MESSAGES.get(kind, _MESSAGES["any"])
+    return full
+
+
+@functools.cache
+def _environment() -> Any:
+    pool = descriptor_pool.DescriptorPool()
+    for module in (timestamp_pb2, duration_pb2, struct_pb2):
+        known = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(known)
+        pool.Add(known)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="handshake/v1/request.proto",
+        package=_PACKAGE,
+        syntax="proto2",  # every field has presence, as `has()` expects
+        dependency=["google/protobuf/timestamp.proto", "google/protobuf/struct.proto"],
+    )
+    request = _messages(REQUEST, file, set())
+    pool.Add(file)
+    return cel.NewEnv(
+        pool,
+        variables={
+            "request": cel.Type(request.lstrip(".")),
+            "now": cel.Type.TIMESTAMP,
+            "params": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
+            "variables": cel.Type.Map(cel.Type.STRING, cel.Type.DYN),
+        },
+        extensions=[ext_strings.ExtStrings()],
+    )
+
+
+_OPERATOR = re.compile(r"'(_?[^' ]+?_?)'")
+
+
+def _readable(message: str) -> str:
+    """`found no matching overload for '_>_' applied to '(int, string)'` -> with `>`."""
+    message = message.removeprefix("found ").replace("applied to '(", "on (").replace(")'", ")")
+    return _OPERATOR.sub(lambda m: f"`{operator_symbol(m.group(1))}`", message)
+
+
+def type_check(text: str, *, condition: bool = False) -> None:
+    """Raise `TypeCheckError` when the checker proves `text` wrong (or, for a condition, when
+    it proves the result is not a bool)."""
+    try:
+        expression = _environment().compile(text)
+    except RuntimeError as exc:
+        problem = compile_error(exc)
+        raise TypeCheckError(
+            f"type error: {_readable(problem.message)}", problem.line, problem.column
+        ) from None
+    if condition:
+        result = expression.return_type()
+        if result != cel.Type.BOOL and result != cel.Type.DYN:
+            name = str(result.name())
+            kind = TYPE_LABELS.get(name, name).lower()
+            raise TypeCheckError(f"a condition must be a bool, not {with_article(kind)}", 1, 1)
+
+
+# The runtime's and checker's type names -> CEL's.
+TYPE_LABELS = {
+    "int64": "int",
+    "uint64": "uint",
+    "google.protobuf.Timestamp": "timestamp",
+    "google.protobuf.Duration": "duration",
+    "null_type": "null",
+}
+
+
+def operator_symbol(function: str) -> str:
+    """A CEL function id as written in an expression: `_>_` -> `>`, `!_` -> `!`, `@in` -> `in`."""
+    if function == "@in":
+        return "in"
+    if function.startswith("_") or function.endswith("_"):
+        return function.strip("_").replace("_", "") or function
+    return function
+
+
+_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
+_STATUS = re.compile(r"^[A-Z_]+: ")
+
+
+def compile_error(exc: RuntimeError) -> CelSyntaxError:
+    """The first problem of a Google CEL compile error, with its position in the expression."""
+    if match := _POSITION.search(str(exc)):
+        line, column = int(match.group(1)), int(match.group(2))
+        if line >= 2**31 or column >= 2**31:  # -1 as an unsigned int: the parser knew none
+            line = column = 1
+        message = match.group(3)
+        if "max recursion depth" in message or "recursion limit" in message:
+            message = (
+                "expression nests too deeply for Google's CEL (more than 32 levels, counting "
+                "each operand of a chain like `a + b + c`): split it into variables"
+            )
+        return CelSyntaxError(message, line, column)
+    return CelSyntaxError(_STATUS.sub("", str(exc)).split("\n")[0])

@@ -1,0 +1,105 @@
+"""CEL text -> `Expression`: the one parser every check, and both runtimes, start from.
+
+The grammar is cel-python's (cel.lark, vendored), parsed by lark with cel-python's options, so
+the tree is the one cel-python's evaluator walks; the C++ runtime compiles the text itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import lark
+
+from service.policy.cel.references import Reference, Tree, references
+
+__all__ = ["MAX_SYNTAX_DEPTH", "CelSyntaxError", "Expression", "parse"]
+
+# The parse tree's height, past which the walks over it (static checks, both engines'
+# conversions, cel-python's evaluator: ~460 from a deep stack) could exhaust Python's stack.
+# Google's CEL refuses more than 32 levels of nesting anyway (about 350 here); chains of `&&`
+# or `||`, which it balances, reach this at about 390 operands (docs/policy-language.md).
+MAX_SYNTAX_DEPTH = 400
+
+
+class CelSyntaxError(Exception):
+    """An expression does not compile; line and column are 1-based within the expression."""
+
+    def __init__(self, message: str, line: int = 1, column: int = 1) -> None:
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """One expression as the front end sees it, whatever engine runs it."""
+
+    text: str
+    tree: Tree
+    variables: frozenset[str]  # the `variables.<name>` it reads directly
+
+
+def parse(text: str) -> Expression:
+    """Text -> `Expression`; raises `CelSyntaxError` with a position."""
+    try:
+        tree = _parser().parse(text)
+    except (lark.UnexpectedToken, lark.UnexpectedCharacters) as exc:
+        raise CelSyntaxError(_message(exc), exc.line or 1, exc.column or 1) from None
+    except lark.LarkError:
+        raise CelSyntaxError("syntax error") from None
+    except RecursionError:
+        raise CelSyntaxError("expression nests too deeply") from None
+    if _height(tree) > MAX_SYNTAX_DEPTH:  # before anything walks the tree recursively
+        raise CelSyntaxError(
+            f"expression nests too deeply (more than {MAX_SYNTAX_DEPTH} levels of syntax): "
+            "split it into variables"
+        )
+    variables = frozenset(
+        found.path[1]
+        for found in references(tree)
+        if isinstance(found, Reference) and found.path[0] == "variables" and len(found.path) > 1
+    )
+    return Expression(text, tree, variables)
+
+
+@functools.cache
+def _parser() -> lark.Lark:
+    grammar = resources.files(__package__).joinpath("cel.lark").read_text(encoding="utf-8")
+    return lark.Lark(  # cel-python's options (celpy/celparser.py), so the trees are the same
+        grammar,
+        parser="lalr",
+        start="expr",
+        g_regex_flags=re.M,
+        lexer_callbacks={"IDENT": _literal_words},
+        propagate_positions=True,
+        maybe_placeholders=False,
+        priority="invert",
+    )
+
+
+def _literal_words(token: lark.Token) -> lark.Token:
+    """`true` and `false` lex as names; they are literals (as cel-python resolves them)."""
+    if token.value in ("true", "false"):
+        return lark.Token("BOOL_LIT", token.value)
+    return token
+
+
+def _height(tree: Tree) -> int:
+    tallest, pending = 0, [(tree, 1)]
+    while pending:
+        node, height = pending.pop()
+        tallest = max(tallest, height)
+        pending.extend((c, height + 1) for c in node.children if isinstance(c, lark.Tree))
+    return tallest
+
+
+def _message(cause: lark.UnexpectedInput) -> str:
+    if isinstance(cause, lark.UnexpectedToken):
+        if cause.token.type == "$END":
+            return "syntax error: unexpected end of expression"
+        return f"syntax error: unexpected `{cause.token}`"
+    if isinstance(cause, lark.UnexpectedCharacters):
+        return f"syntax error: unexpected character `{cause.char}`"
+    return "syntax error"

@@ -1,0 +1,83 @@
+"""A compiled policy set: what the compiler builds and the evaluator reads, frozen.
+
+Every CEL program in it was compiled by `engine`, once, at load; nothing here changes after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from service.policy.cel import RequestFields
+from service.policy.engines import Engine, Program, RulesProgram, Scope
+from service.policy.errors import Problem, UnknownPolicyError
+from service.policy.request import ConnectionRequest
+from service.policy.wording import Template
+
+__all__ = ["CompiledOutcome", "CompiledPolicy", "CompiledRule", "PolicySet"]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledOutcome:
+    decision: str
+    rationale: Template
+    reply: Mapping[str, Template]
+    outputs: Mapping[str, Template]
+
+    def placeholder_programs(self) -> list[Program]:
+        """Every placeholder's program: the rationale's, each reply's, each output's."""
+        templates = [self.rationale, *self.reply.values(), *self.outputs.values()]
+        return [part.program for template in templates for part in template.placeholders]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    id: str
+    description: str
+    when: Program
+    outcome: CompiledOutcome
+    origin: str  # `file:line` in the policy directory where the rule was written (maybe a base's)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    name: str
+    file: str
+    description: str
+    extends: tuple[str, ...]  # the bases, nearest first
+    default_locale: str
+    on_error: str
+    params: Mapping[str, Any]  # as written, merged over the bases'
+    params_data: object  # the same, as the engine's `prepare` converted it once
+    variables: Mapping[str, Program]
+    rules: tuple[CompiledRule, ...]
+    default: CompiledOutcome
+    engine: Engine
+    rules_program: RulesProgram | None = None  # the engine's one-call form of the rules
+    request_fields: RequestFields | None = None  # what the expressions read (None: anything)
+
+    def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
+        """The names CEL sees; `variables` are computed lazily, at most once each."""
+        return self.engine.scope(
+            request, now, self.params_data, self.variables, self.request_fields
+        )
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Everything one evaluation needs. Replaced whole on reload, never changed in place."""
+
+    policies: Mapping[str, CompiledPolicy]
+    digest: str
+    revision: str | None = None
+    engine: str = "cel-expr-python"
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    warnings: tuple[Problem, ...] = ()
+
+    def get(self, name: str) -> CompiledPolicy:
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise UnknownPolicyError(name, self.policies) from None

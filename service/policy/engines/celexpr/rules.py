@@ -1,0 +1,149 @@
+"""A policy's rules as few calls into C++ as Google's CEL allows: usually one.
+
+The conditions become one chain of conditionals that yields the index of the first rule that
+matches (-1: none) and the values of that outcome's placeholders; each variable is bound
+around it with `cel.bind` (lazily: only when reached, at most once). The text is rendered from
+the parse trees (service/policy/cel/text.py), with `variables.<name>` read from its bound name.
+
+Google's parser refuses more than 32 levels of nesting, and each rule nests one more: the
+rules are split into segments that each compile, run in order until one matches. A rule that
+cannot compile in a segment of its own (its condition and variables already nest too deeply)
+leaves the policy rule by rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from service.policy.cel import Expression
+from service.policy.cel.text import names_in, render
+from service.policy.engines.base import Match, Program, Rules, Scope
+from service.policy.engines.celexpr.data import plain
+from service.policy.engines.celexpr.runtime import run
+from service.policy.engines.celexpr.scope import CelScope
+
+__all__ = ["CelRulesProgram", "build"]
+
+_BOUND = "hs_var_"  # `variables.x` is bound as `hs_var_x`
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """Rules `start`..`end` as one compiled program; the last segment also answers the
+    default's placeholders when no rule matched."""
+
+    compiled: Any
+    start: int
+    end: int
+
+
+class CelRulesProgram:
+    __slots__ = ("_placeholders", "_positions", "segments")
+
+    def __init__(self, segments: Sequence[_Segment], rules: Rules) -> None:
+        self.segments = tuple(segments)
+        self._placeholders = rules.placeholders  # per rule, then the default's (index -1)
+        self._positions = [_positions(programs) for programs in rules.placeholders]
+
+    def first_match(self, scope: Scope) -> Match:
+        """It reads only `request`, `now` and `params` (variables are bound inside), so it
+        takes the data itself: an activation costs more, and one call needs none."""
+        data = cast(CelScope, scope).data  # this engine's scope (base.py)
+        index, values = -1, []
+        for segment in self.segments:
+            index, values = run(segment.compiled, data=data)
+            index = int(index)
+            if index >= 0:
+                break
+        found = [plain(values[position]) for position in self._positions[index]]
+        return Match(index, dict(zip(self._placeholders[index], found, strict=True)))
+
+
+def build(environment: Any, rules: Rules) -> CelRulesProgram | None:
+    """The segments for these rules, or None where even one rule alone will not compile."""
+    programs = [
+        *rules.variables.values(),
+        *rules.conditions,
+        *(p for outcome in rules.placeholders for p in outcome),
+    ]
+    if any(name.startswith(_BOUND) for p in programs for name in names_in(p.expression.tree)):
+        return None  # a name of the policy's own could clash with a bound one
+    writer = _Writer(environment, rules)
+    segments = writer.segments(0, len(rules.conditions))
+    return None if segments is None else CelRulesProgram(segments, rules)
+
+
+class _Writer:
+    def __init__(self, environment: Any, rules: Rules) -> None:
+        self.environment = environment
+        self.rules = rules
+        self.names = {name: f"{_BOUND}{name}" for name in rules.variables}
+
+    def segments(self, start: int, end: int) -> list[_Segment] | None:
+        """Rules start..end in as few segments as compile; None when one rule cannot."""
+        last = end == len(self.rules.conditions)
+        try:
+            return [_Segment(self.compile(start, end, last), start, end)]
+        except RuntimeError as exc:
+            if "recursion" not in str(exc) or end - start <= 1:
+                return None
+        middle = (start + end) // 2
+        first, second = self.segments(start, middle), self.segments(middle, end)
+        return None if first is None or second is None else [*first, *second]
+
+    def compile(self, start: int, end: int, last: bool) -> Any:
+        conditions = self.rules.conditions[start:end]
+        body = self.answer(-1) if last else "[-1, []]"
+        for index in reversed(range(start, end)):
+            condition = self.text(conditions[index - start].expression)
+            body = f"({condition}) ? {self.answer(index)} : {body}"
+        used = [*conditions, *(p for i in range(start, end) for p in self.rules.placeholders[i])]
+        if last:
+            used += self.rules.placeholders[-1]
+        for name in reversed(self.order(used)):
+            value = self.text(self.rules.variables[name].expression)
+            body = f"cel.bind({self.names[name]}, ({value}), {body})"
+        return self.environment.compile(body, disable_check=True)
+
+    def answer(self, index: int) -> str:
+        values = ", ".join(
+            f"({self.text(p.expression)})" for p in _distinct(self.rules.placeholders[index])
+        )
+        return f"[{index}, [{values}]]"
+
+    def text(self, expression: Expression) -> str:
+        return render(expression.tree, self.names)
+
+    def order(self, programs: Sequence[Program]) -> list[str]:
+        """The variables these programs read, directly or not, each after those it reads."""
+        order: list[str] = []
+        variables: Mapping[str, Program] = self.rules.variables
+
+        def visit(name: str, trail: tuple[str, ...]) -> None:
+            if name in order or name in trail or name not in variables:
+                return
+            for dep in sorted(variables[name].expression.variables):
+                visit(dep, (*trail, name))
+            order.append(name)
+
+        for program in programs:
+            for name in sorted(program.expression.variables):
+                visit(name, ())
+        return order
+
+
+def _distinct(programs: Sequence[Program]) -> list[Program]:
+    """The first of `programs` for each distinct expression text: a placeholder written in
+    every locale's reply (`{{ request.requester.name }}`) is computed once."""
+    first: dict[str, Program] = {}
+    for program in programs:
+        first.setdefault(program.expression.text, program)
+    return list(first.values())
+
+
+def _positions(programs: Sequence[Program]) -> list[int]:
+    """For each of `programs`, where its value is among those of `_distinct(programs)`."""
+    texts = [p.expression.text for p in _distinct(programs)]
+    return [texts.index(p.expression.text) for p in programs]
