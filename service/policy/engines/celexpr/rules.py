@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from service.policy.cel import Expression
 from service.policy.cel.text import names_in, render
@@ -50,7 +50,8 @@ class CelRulesProgram:
     def first_match(self, scope: Scope) -> Match:
         """It reads only `request`, `now` and `params` (variables are bound inside), so it
         takes the data itself: an activation costs more, and one call needs none."""
-        data = cast(CelScope, scope).data  # this engine's scope (base.py)
+        own: CelScope = scope  # type: ignore[assignment]  # this engine's (base.py)
+        data = own.data
         index, values = -1, []
         for segment in self.segments:
             index, values = run(segment.compiled, data=data)

@@ -52,8 +52,9 @@ class CelScope:
         needed = program.expression.variables
         for name in needed:
             self._compute(name, ())
+        own: CelProgram = program  # type: ignore[assignment]  # this engine's (base.py)
         try:
-            return cast(CelProgram, program).eval(self._activation_for(needed))
+            return own.eval(self._activation_for(needed))
         except EvalError:
             # As in cel-python, reading a failed variable fails with the variable's error.
             for name in sorted(needed):

@@ -143,7 +143,8 @@ class PyScope:
         self._names = names
 
     def run(self, program: Program) -> Value:
-        return to_plain(cast(PyProgram, program).run(self._names))
+        own: PyProgram = program  # type: ignore[assignment]  # this engine's (base.py)
+        return to_plain(own.run(self._names))
 
     def variables(self) -> dict[str, Value | EvalError]:
         return self._lazy.evaluated()
