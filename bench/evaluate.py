@@ -142,14 +142,15 @@ def _least_batch(policy_set: PolicySet, raw: bytes) -> bytes:
     """What no batch route can do without: decode the batch as the route does, then decide
     each item (`evaluate()` computes its id), then encode; none of the route's clock,
     metrics, log or result items. The floor under the batch-to-single ratio (bench/README.md)."""
-    from service.api.schemas import every_item_valid
+    from service.api.bodies import batch_items
+    from service.api.schemas import EvaluateBody, batch_body
 
     now = datetime.now(UTC)
-    items = every_item_valid(raw, max_items=100)
-    if items is None:
+    bodies = [b for b in batch_items(raw, batch_body(100), 100) if isinstance(b, EvaluateBody)]
+    if len(bodies) != 100:
         raise ValueError("the sample batch does not decode")
     return msgspec.json.encode(
-        [evaluate(policy_set, "default", body.request, now=now) for body in items]
+        [evaluate(policy_set, "default", body.request, now=now) for body in bodies]
     )
 
 

@@ -1,15 +1,15 @@
-"""What every route that decides shares: the JSON check, strict body decoding, and one
-evaluation with its metrics and its decision log event."""
+"""What every route that decides shares: the JSON check, the problem for an invalid body, and
+one evaluation with its metrics and its decision log event."""
 
 import hashlib
 import hmac
 import logging
 import time
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from litestar import Request
+from litestar.plugins.problem_details import ProblemDetailsException
 
 from service.api.auth import caller
 from service.api.problems import FieldError, problem
@@ -17,12 +17,10 @@ from service.api.schemas import EvaluateBody
 from service.api.state import AppState
 from service.policy import ConnectionRequest, Decision, PolicySet, evaluate
 from service.policy.evaluator import decision_id
-from service.policy.request import InputError, decode_json
+from service.policy.request import InputError
 from service.settings import Settings
 
-__all__ = ["body_as", "decide", "require_json", "timed_evaluation"]
-
-T = TypeVar("T")
+__all__ = ["decide", "invalid_body", "require_json", "timed_evaluation"]
 
 
 def require_json(content_type: str) -> None:
@@ -94,15 +92,11 @@ def timed_evaluation(
     return decision
 
 
-async def body_as(request: Request[Any, Any, Any], kind: type[T]) -> T:
-    """The body as `kind`, or a 400 problem naming each offending field."""
-    try:
-        return decode_json(await request.body(), kind)
-    except InputError as exc:
-        errors = None if exc.at else [FieldError(path=exc.path or "$", message=exc.message)]
-        where = f" (line {exc.at[0]}, column {exc.at[1]})" if exc.at else ""
-        detail = exc.message + where
-        raise problem(400, detail, errors=errors) from None
+def invalid_body(exc: InputError) -> ProblemDetailsException:
+    """A 400 problem naming each offending field, or where the JSON broke."""
+    errors = None if exc.at else [FieldError(path=exc.path or "$", message=exc.message)]
+    where = f" (line {exc.at[0]}, column {exc.at[1]})" if exc.at else ""
+    return problem(400, exc.message + where, errors=errors)
 
 
 def _personal(settings: Settings, request: ConnectionRequest) -> dict[str, Any]:

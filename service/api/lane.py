@@ -29,12 +29,13 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from service.api.auth import identify, remember_caller
+from service.api.bodies import evaluate_body
 from service.api.decide import decide, require_json
 from service.api.observability import note
 from service.api.schemas import EvaluateBody
 from service.api.state import AppState
 from service.policy import UnknownPolicyError
-from service.policy.request import InputError, decode_json
+from service.policy.request import InputError
 
 __all__ = ["EvaluateLane"]
 
@@ -92,7 +93,7 @@ class EvaluateLane:
         if body is None:
             return None
         try:
-            parsed = decode_json(body, EvaluateBody)
+            parsed = evaluate_body(body)
             if self.state.policy_set.engine in DECIDED_TOGETHER:
                 return await self._together(parsed, scope)
             # Written out, not through `_answer`: with cel-python and two workers, the extra

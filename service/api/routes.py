@@ -14,7 +14,8 @@ from litestar.params import FromPath
 from prometheus_client import generate_latest
 
 from service.api.auth import authenticate, require_token
-from service.api.decide import body_as, decide, require_json
+from service.api.bodies import batch_items, evaluate_body
+from service.api.decide import decide, invalid_body, require_json
 from service.api.docs import responses
 from service.api.observability import note
 from service.api.openapi import contract
@@ -23,19 +24,17 @@ from service.api.schemas import (
     BatchItem,
     BatchProblem,
     BatchResult,
-    EvaluateBody,
     Health,
     PolicyDetail,
     PolicyList,
     PolicySummary,
     RuleSummary,
-    every_item_valid,
 )
 from service.api.state import AppState, ReloadStatus
 from service.api.webhooks import webhook_route
 from service.policy import Decision, UnknownPolicyError
 from service.policy.compiled import CompiledPolicy
-from service.policy.request import InputError, convert
+from service.policy.request import InputError
 
 __all__ = ["route_handlers"]
 
@@ -70,7 +69,10 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         tags=["decisions"],
     )
     async def evaluate_one(request: Request[Any, Any, Any]) -> Response[bytes]:
-        data = await body_as(request, EvaluateBody)
+        try:
+            data = evaluate_body(await request.body())
+        except InputError as exc:
+            raise invalid_body(exc) from None
         decision = decide(state, data, request.scope)
         note(request.scope, decision_id=decision.decision_id)
         # Encoded here: litestar's typed return path costs more than the encoding itself.
@@ -92,13 +94,15 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         tags=["decisions"],
     )
     async def evaluate_batch(request: Request[Any, Any, Any]) -> BatchResult:
-        items: list[Any] | None = every_item_valid(await request.body(), settings.batch_max_items)
-        if items is None:  # some item is invalid (or the body is): item by item, to say which
-            items = (await body_as(request, BatchBody)).items
+        try:
+            items = batch_items(await request.body(), BatchBody, settings.batch_max_items)
+        except InputError as exc:
+            raise invalid_body(exc) from None
         results = []
-        for index, raw in enumerate(items):
+        for index, body in enumerate(items):
             try:
-                body = raw if isinstance(raw, EvaluateBody) else convert(raw, EvaluateBody)
+                if isinstance(body, InputError):
+                    raise body
                 results.append(
                     BatchItem(index=index, status=200, decision=decide(state, body, request.scope))
                 )

@@ -17,9 +17,7 @@ from service.policy.model import Locale, PolicyName
 from service.policy.request import (
     Base,
     ConnectionRequest,
-    InputError,
     Timestamp,
-    check_depth,
     check_timestamps,
 )
 
@@ -33,7 +31,6 @@ __all__ = [
     "PolicySummary",
     "RuleSummary",
     "batch_body",
-    "every_item_valid",
 ]
 
 
@@ -67,21 +64,6 @@ def batch_body(max_items: int) -> type[msgspec.Struct]:
     return msgspec.defstruct(
         "BatchBody", [("items", items)], frozen=True, kw_only=True, forbid_unknown_fields=True
     )
-
-
-class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    items: list[EvaluateBody]
-
-
-def every_item_valid(raw: bytes, max_items: int) -> list[EvaluateBody] | None:
-    """The common case at msgspec's speed: the whole batch decodes into valid items (else
-    None, and the batch is decoded as `batch_body` item by item, to say which failed)."""
-    try:
-        check_depth(raw)
-        items = msgspec.json.decode(raw, type=_ValidBatch).items
-    except (InputError, msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-        return None
-    return items if 1 <= len(items) <= max_items else None
 
 
 class BatchProblem(Out, frozen=True, kw_only=True):

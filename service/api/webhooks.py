@@ -17,7 +17,8 @@ from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from service.api.decide import body_as, timed_evaluation
+from service.api.bodies import payload
+from service.api.decide import invalid_body, timed_evaluation
 from service.api.docs import responses
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
@@ -25,6 +26,7 @@ from service.api.state import AppState
 from service.policy import Decision
 from service.policy.evaluator import derived_id
 from service.policy.mapping import MappingError
+from service.policy.request import InputError
 from service.webhooks import SignatureError, verify
 
 __all__ = ["webhook_route"]
@@ -74,9 +76,12 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
                 code=(exc.reason, "The webhook signature could not be verified"),
                 headers={"WWW-Authenticate": f'Signature realm="webhooks/{source}"'},
             ) from None
-        payload = await body_as(request, Any)
         try:
-            connection = hook.mapping.apply(payload, _header_map(headers))
+            data = payload(await request.body())
+        except InputError as exc:
+            raise invalid_body(exc) from None
+        try:
+            connection = hook.mapping.apply(data, _header_map(headers))
         except MappingError as exc:
             error = FieldError(path=f"$.{exc.field}", message=exc.message, mapping=exc.where)
             raise problem(422, str(exc), errors=[error]) from None
