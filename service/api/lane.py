@@ -7,19 +7,12 @@ body within the limit that decodes into a valid body, and a known policy. Anythi
 to the litestar route with the received body replayed, so every error answer still comes from
 one place, the route and its problem table. tests/api/test_lane.py holds both to the same bytes.
 
-Requests that arrive together are decided together (under the C++ engine): each waits for
-one callback that decides every request waiting by then, one after another, each in its own
-request's context, for about `PASS_SECONDS` at most. Under load that keeps the decision's code and
-data in the CPU's caches instead of alternating with the server's network code, which nearly
-halves what a decision costs a worker; alone, a request waits one turn of the event loop
-(bench/README.md, docs/adr/0011-decide-together.md).
+Requests that arrive together are decided together (passes.py, docs/adr/0011-decide-together.md).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import time
+import functools
 from typing import Any
 
 import msgspec
@@ -32,9 +25,9 @@ from service.api.auth import identify, remember_caller
 from service.api.bodies import evaluate_body
 from service.api.decide import decide, require_json
 from service.api.observability import note
+from service.api.passes import Passes
 from service.api.schemas import EvaluateBody
 from service.api.state import AppState
-from service.policy import UnknownPolicyError
 from service.policy.request import InputError
 
 __all__ = ["EvaluateLane"]
@@ -42,14 +35,7 @@ __all__ = ["EvaluateLane"]
 PATH = "/evaluate"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
-# Passes pay where a decision costs about what the network code around it does (C++: ~40 µs).
-# A cel-python decision costs ~2 ms: passes gained nothing with one worker and, with two,
-# lost a quarter of the requests/s (measured, not understood), so it is decided at once.
-DECIDED_TOGETHER = frozenset({"cel-expr-python"})
-PASS_SECONDS = 0.002  # after this, a pass takes up no new request (it decides one at least)
-
 Answer = tuple[str, bytes] | None  # the decision's id and its JSON, or None: the route answers
-_Waiting = tuple[EvaluateBody, Scope, contextvars.Context, "asyncio.Future[Answer]"]
 
 
 class EvaluateLane:
@@ -57,8 +43,7 @@ class EvaluateLane:
 
     def __init__(self, app: ASGIApp, state: AppState, route: HTTPRouteHandler) -> None:
         self.app, self.state, self.route = app, state, route
-        self._waiting: list[_Waiting] = []
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the waiting wait on
+        self.passes: Passes[Answer] = Passes()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["method"] != "POST" or scope["path"] != PATH:
@@ -94,57 +79,20 @@ class EvaluateLane:
             return None
         try:
             parsed = evaluate_body(body)
-            if self.state.policy_set.engine in DECIDED_TOGETHER:
-                return await self._together(parsed, scope)
-            # Written out, not through `_answer`: with cel-python and two workers, the extra
-            # call cost 8-10% of the requests/s, measured three times and not understood.
-            decision = decide(self.state, parsed, scope)
-            return decision.decision_id, msgspec.json.encode(decision)
-        except (InputError, UnknownPolicyError):
+        except InputError:
             return None
-        except Exception:  # a fault: the route meets it again, and answers a logged 500
-            return None
-
-    def _together(self, body: EvaluateBody, scope: Scope) -> asyncio.Future[Answer]:
-        """The answer, from the next callback that decides every request waiting by then."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a worker runs one loop; tests, several
-            self._loop, self._waiting = loop, []  # nothing waits on a loop that is gone
-        answer: asyncio.Future[Answer] = loop.create_future()
-        self._waiting.append((body, scope, contextvars.copy_context(), answer))
-        if len(self._waiting) == 1:
-            loop.call_soon(self._decide_waiting)
-        return answer
-
-    def _decide_waiting(self) -> None:
-        """One pass: the waiting requests in order, taking up no new one after `PASS_SECONDS`
-        (it decides one at least), so a pass holds the event loop briefly; the rest go first
-        in the next pass."""
-        waiting: list[_Waiting] = []
-        decided = 0
         try:
-            waiting, self._waiting = self._waiting, []
-            deadline = time.perf_counter() + PASS_SECONDS
-            for body, scope, context, answer in waiting:
-                if decided and time.perf_counter() > deadline:
-                    break
-                decided += 1
-                if not answer.done():  # else cancelled (uvicorn does, at the shutdown timeout)
-                    answer.set_result(context.run(self._answer, body, scope))
-        finally:  # whatever escaped, nobody is left waiting
-            for *_, answer in waiting[:decided]:
-                if not answer.done():
-                    answer.set_result(None)
-            self._waiting[:0] = waiting[decided:]
-            if self._waiting:
-                asyncio.get_running_loop().call_soon(self._decide_waiting)
+            return await self.passes.run(functools.partial(self._answer, parsed, scope))
+        except Exception:  # a pass that stopped: the route answers
+            return None
 
     def _answer(self, body: EvaluateBody, scope: Scope) -> Answer:
-        """A pass's decision, as `_decide` makes one at once: None when the route answers."""
+        """The decision: None when the route answers (an unknown policy, or a fault the route
+        meets again and answers with a logged 500)."""
         try:
             decision = decide(self.state, body, scope)
             return decision.decision_id, msgspec.json.encode(decision)
-        except Exception:  # an unknown policy, or a fault the route meets again
+        except Exception:
             return None
 
     @property
