@@ -8,13 +8,12 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import os
-import re
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -29,17 +28,16 @@ from service.policy import (
 )
 from service.policy.decision import Decision
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
-from service.policy.model import PolicyDocument
+from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case, summary
 from service.revision import policy_revision
-from service.settings import SettingsError, load_settings
+from service.settings import Settings, SettingsError, load_settings
 from service.webhooks import Webhooks, load_webhooks
 
 __all__ = ["main"]
 
 OPENAPI = Path("openapi/openapi.yaml")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 SCHEMAS: dict[str, type] = {
     "policy": PolicyDocument,
     "request": ConnectionRequest,
@@ -158,16 +156,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _directory(args: argparse.Namespace) -> Path:
+def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
+    """The service's settings (HANDSHAKE_*), the command's flags on top: one source for both."""
     given = getattr(args, "dir", None) or args.policies
-    return Path(given or os.environ.get("HANDSHAKE_POLICIES") or "policies")
+    try:
+        return load_settings(
+            policies=str(given) if given else None, cel_engine=args.engine, **flags
+        )
+    except SettingsError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _directory(args: argparse.Namespace) -> Path:
+    return Path(_settings(args).policies)
 
 
 def _engine(args: argparse.Namespace) -> str:
-    name: str = args.engine or os.environ.get("HANDSHAKE_CEL_ENGINE") or DEFAULT_ENGINE
-    if name not in ENGINES:
-        raise CommandError(f"HANDSHAKE_CEL_ENGINE: unknown engine `{name}` ({', '.join(ENGINES)})")
-    return name
+    return _settings(args).cel_engine
 
 
 def _load(directory: Path, engine: str) -> PolicySet:
@@ -183,15 +188,14 @@ def _load(directory: Path, engine: str) -> PolicySet:
 
 
 def _check(args: argparse.Namespace) -> int:
-    directory = _directory(args)
-    hooks = os.environ.get("HANDSHAKE_WEBHOOKS") or directory / "webhooks.yaml"
+    settings = _settings(args)
+    directory = Path(settings.policies)
+    hooks = settings.webhooks or directory / "webhooks.yaml"
     try:
-        policy_set = load_policies(directory, engine=_engine(args))
+        policy_set = load_policies(directory, engine=settings.cel_engine)
         cases = load_suites(directory, policy_set)
         webhooks = (
-            load_webhooks(
-                Path(hooks), policy_set, os.environ.get("HANDSHAKE_DEFAULT_POLICY", "default")
-            )
+            load_webhooks(Path(hooks), policy_set, settings.default_policy)
             if Path(hooks).is_file()
             else Webhooks()
         )
@@ -270,7 +274,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    if not _NAME.match(args.name):
+    if not POLICY_NAME.match(args.name):
         raise CommandError(f"--name: `{args.name}` is not a policy name (A-Z a-z 0-9 . _ - and /)")
     scaffold = resources.files("service.scaffold")
     targets = {
@@ -312,17 +316,7 @@ def _diff(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from service.server import serve  # the web stack loads only for this command
 
-    try:
-        settings = load_settings(
-            policies=str(args.policies) if args.policies else None,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            cel_engine=args.engine,
-        )
-    except SettingsError as exc:
-        raise CommandError(str(exc)) from None
-    return serve(settings)
+    return serve(_settings(args, host=args.host, port=args.port, workers=args.workers))
 
 
 def _openapi(args: argparse.Namespace) -> int:

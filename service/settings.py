@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -104,5 +105,23 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         return msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         message, _, path = str(exc).partition(" - at `$.")
-        name = PREFIX + path.rstrip("`").upper() if path else "settings"
+        field = path.rstrip("`")
+        name = PREFIX + field.upper() if path else "settings"
+        if (bad := _BAD_CHOICE.match(message)) and field in _CHOICES:
+            choices = ", ".join(_CHOICES[field])
+            raise SettingsError(f"{name}: unknown value `{bad[1]}` (one of: {choices})") from None
         raise SettingsError(f"{name}: {message[:1].lower()}{message[1:]}") from None
+
+
+_BAD_CHOICE = re.compile(r"^Invalid enum value '(.*)'$", re.DOTALL)
+
+
+def _choices(kind: Any) -> list[str]:
+    """The values a `Literal` allows, also inside `| None`."""
+    if typing.get_origin(kind) is Literal:
+        return [str(value) for value in typing.get_args(kind)]
+    return next((found for a in typing.get_args(kind) if (found := _choices(a))), [])
+
+
+# The allowed values of each setting that has a fixed set of them.
+_CHOICES = {f.name: c for f in msgspec.structs.fields(Settings) if (c := _choices(f.type))}

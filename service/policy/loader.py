@@ -19,7 +19,7 @@ from service.policy.compiled import CompiledPolicy, PolicySet
 from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
 from service.policy.errors import PolicyError, Problem, did_you_mean
-from service.policy.model import DECISIONS, RULE_LISTS, PolicyDocument, Rule
+from service.policy.model import DECISIONS, POLICY_NAME, RULE_LISTS, PolicyDocument, Rule
 from service.policy.model import Outcome as DefaultOutcome
 from service.policy.parts import Document, resolve
 from service.policy.source import Source, parse_path, parse_source
@@ -30,7 +30,6 @@ SUFFIXES = (".yaml", ".yml")
 SUITE_SUFFIXES = tuple(f"_test{suffix}" for suffix in SUFFIXES)
 OTHER_KINDS = frozenset({"WebhookSources"})  # documents in the directory that are not policies
 T = TypeVar("T")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 _AT = re.compile(r" - at `(\$[^`]*)`$")
 _BAD_VALUE = re.compile(r"^Invalid enum value '([^']*)'$")
 _ENUMS = (*DECISIONS, "skip", "default")
@@ -90,7 +89,7 @@ def load_policies(
         relative = path.relative_to(directory).as_posix()
         name = relative.removesuffix(path.suffix)
         shown = display(directory, path, label)
-        if not _NAME.match(name):
+        if not POLICY_NAME.match(name):
             problems.append(
                 Problem(file=shown, message=f"policy name `{name}` may use only A-Z a-z 0-9 . _ -")
             )

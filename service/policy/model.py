@@ -7,6 +7,7 @@ plain strings here; the compiler turns them into programs.
 
 from __future__ import annotations
 
+import re
 import typing
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,7 @@ from service.policy.request import Base
 
 __all__ = [
     "DECISIONS",
+    "POLICY_NAME",
     "RESERVED_RULE_ID",
     "RULE_LISTS",
     "Decision",
@@ -75,10 +77,13 @@ class Rule(Outcome, frozen=True, kw_only=True):
     when: Expression | bool  # `when: true` is written unquoted in YAML
 
 
+# A policy's name is its path under the policy directory, without `.yaml`: segments of letters,
+# digits, `.`, `_` and `-`, each starting with a letter or digit (no `..`, no leading `/`).
+POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
 PolicyName = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$",
+        pattern=POLICY_NAME.pattern,
         max_length=200,
         description="A policy name: its path under the policy directory without `.yaml`",
     ),

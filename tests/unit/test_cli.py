@@ -201,8 +201,8 @@ def test_an_unknown_engine_in_the_environment_is_one_line(
     )  # fmt: skip
     assert code == 2
     assert one_line(err) == (
-        "handshake: error: HANDSHAKE_CEL_ENGINE: unknown engine `cel-go` "
-        "(cel-expr-python, cel-python)"
+        "handshake: error: HANDSHAKE_CEL_ENGINE: unknown value `cel-go` "
+        "(one of: cel-expr-python, cel-python)"
     )
 
 
@@ -400,4 +400,21 @@ def test_eval_on_a_terminal_says_where_it_reads_from(
     assert json.loads(out)["decision"]
     assert one_line(err).startswith(
         "reading the request JSON from standard input (end with Ctrl-D)"
+    )
+
+
+@pytest.mark.parametrize("command", ["check", "test", "eval"])
+def test_every_command_reads_the_services_settings(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One source of HANDSHAKE_* for the command line and the server: a misspelt setting is
+    the same one-line error everywhere."""
+    monkeypatch.setenv("HANDSHAKE_POLICY", str(POLICIES))
+    arguments = (
+        ["default", "--input", str(REQUESTS / "old-colleague.json")] if command == "eval" else []
+    )
+    code, _, err = run(capsys, command, *arguments)
+    assert code == 2
+    assert one_line(err) == (
+        "handshake: error: unknown setting `HANDSHAKE_POLICY`; did you mean `HANDSHAKE_POLICIES`?"
     )
