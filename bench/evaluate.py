@@ -87,7 +87,7 @@ def pieces(directory: Path, engine: str) -> list[tuple[str, float]]:
         "HANDSHAKE_LOG_LEVEL": "warning",  # the decision log would time the log sink
     }
     from service.api.app import create_app
-    from service.api.decide import decide
+    from service.api.evaluation import evaluate_body
     from service.api.schemas import EvaluateBody
     from service.log import configure_logging
     from service.settings import load_settings
@@ -117,12 +117,12 @@ def pieces(directory: Path, engine: str) -> list[tuple[str, float]]:
         ("the decision id", lambda: decision_id(policy_set, "default", request, now, None)),
         (
             "evaluate(), the id given",
-            lambda: evaluate(policy_set, "default", request, now=now, id="x"),
+            lambda: evaluate(policy_set, "default", request, now=now, identifier="x"),
         ),
         ("evaluate()", lambda: evaluate(policy_set, "default", request, now=now)),
         (
             "the route's decide(): the clock, evaluate(), metrics",
-            lambda: decide(state, body, asgi_scope),
+            lambda: evaluate_body(state, body, asgi_scope),
         ),
     ]
     best = [min(timeit.repeat(step, number=500, repeat=7)) / 500 * 1e6 for _, step in steps]
@@ -142,11 +142,11 @@ def _least_batch(policy_set: PolicySet, raw: bytes) -> bytes:
     """What no batch route can do without: decode the batch as the route does, then decide
     each item (`evaluate()` computes its id), then encode; none of the route's clock,
     metrics, log or result items. The floor under the batch-to-single ratio (bench/README.md)."""
-    from service.api.bodies import batch_items
+    from service.api.bodies import decode_batch
     from service.api.schemas import EvaluateBody, batch_body
 
     now = datetime.now(UTC)
-    bodies = [b for b in batch_items(raw, batch_body(100), 100) if isinstance(b, EvaluateBody)]
+    bodies = [b for b in decode_batch(raw, batch_body(100), 100) if isinstance(b, EvaluateBody)]
     if len(bodies) != 100:
         raise ValueError("the sample batch does not decode")
     return msgspec.json.encode(

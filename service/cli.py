@@ -33,7 +33,7 @@ from service.policy.request import InputError, Timestamp, check_timestamps, deco
 from service.policy.suite import load_suites, run_case, summary
 from service.revision import policy_revision
 from service.settings import Settings, SettingsError, load_settings
-from service.webhooks import Webhooks, load_webhooks
+from service.webhook_sources import Webhooks, load_webhooks
 
 __all__ = ["main"]
 

@@ -22,7 +22,7 @@ from service.api.schemas import batch_body
 from service.api.state import Active, AppState, TokensStatus, load_active
 from service.policy import PolicySet
 from service.settings import Settings, load_settings
-from service.webhooks import Webhooks
+from service.webhook_sources import Webhooks
 
 __all__ = ["create_app"]
 

@@ -2,9 +2,9 @@
 items. Strict (no `0` for `false`, no `"1"` for `1`), bounded in depth before decoding, and
 every error an `InputError` with a JSON path or a line:column (service/policy/request.py).
 
-    body = evaluate_body(raw)                       # or InputError
-    data = payload(raw)                             # a webhook's, any JSON
-    items = batch_items(raw, BatchBody, max_items)  # each an EvaluateBody or its InputError
+    body = decode_evaluate_body(raw)                       # or InputError
+    data = decode_payload(raw)                             # a webhook's, any JSON
+    items = decode_batch(raw, BatchBody, max_items)  # each an EvaluateBody or its InputError
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import msgspec
 from service.api.schemas import EvaluateBody
 from service.policy.request import InputError, convert, decode_json
 
-__all__ = ["batch_items", "evaluate_body", "payload"]
+__all__ = ["decode_batch", "decode_evaluate_body", "decode_payload"]
 
 
-def payload(raw: bytes) -> Any:
+def decode_payload(raw: bytes) -> Any:
     """A webhook's payload: any JSON document (U+0000 refused); raises `InputError`."""
     return decode_json(raw, Any)
 
 
-def evaluate_body(raw: bytes) -> EvaluateBody:
+def decode_evaluate_body(raw: bytes) -> EvaluateBody:
     """The body of `POST /evaluate`; raises `InputError`."""
     return decode_json(raw, EvaluateBody)
 
@@ -33,7 +33,7 @@ class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     items: list[EvaluateBody]
 
 
-def batch_items(
+def decode_batch(
     raw: bytes, batch_body: type[msgspec.Struct], max_items: int
 ) -> list[EvaluateBody | InputError]:
     """The items of `POST /evaluate/batch`, each decoded alone so that one bad item gets its

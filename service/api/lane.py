@@ -22,8 +22,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from service.api.auth import identify, remember_caller
-from service.api.bodies import evaluate_body
-from service.api.decide import decide, require_json
+from service.api.bodies import decode_evaluate_body
+from service.api.evaluation import evaluate_body, require_json
 from service.api.observability import note
 from service.api.passes import Passes
 from service.api.schemas import EvaluateBody
@@ -78,7 +78,7 @@ class EvaluateLane:
         if body is None:
             return None
         try:
-            parsed = evaluate_body(body)
+            parsed = decode_evaluate_body(body)
         except InputError:
             return None
         try:
@@ -90,7 +90,7 @@ class EvaluateLane:
         """The decision: None when the route answers (an unknown policy, or a fault the route
         meets again and answers with a logged 500)."""
         try:
-            decision = decide(self.state, body, scope)
+            decision = evaluate_body(self.state, body, scope)
             return decision.decision_id, msgspec.json.encode(decision)
         except Exception:
             return None

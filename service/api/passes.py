@@ -13,7 +13,7 @@ waiting and loses throughput to it (bench/README.md), so once the pieces' averag
 `worthwhile_seconds`, `run` does each at once instead.
 
     passes = Passes()
-    answer = await passes.run(lambda: decide(body))
+    answer = await passes.run(lambda: evaluate(policy_set, name, request, now=now))
 """
 
 from __future__ import annotations

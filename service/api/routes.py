@@ -14,12 +14,12 @@ from litestar.params import FromPath
 from prometheus_client import generate_latest
 
 from service.api.auth import authenticate, require_token
-from service.api.bodies import batch_items, evaluate_body
-from service.api.decide import decide, invalid_body, require_json
-from service.api.docs import responses
+from service.api.bodies import decode_batch, decode_evaluate_body
+from service.api.evaluation import evaluate_body, invalid_body, require_json
 from service.api.observability import note
 from service.api.openapi import contract
 from service.api.problems import FieldError, problem
+from service.api.responses import responses
 from service.api.schemas import (
     BatchItem,
     BatchProblem,
@@ -70,10 +70,10 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     )
     async def evaluate_one(request: Request[Any, Any, Any]) -> Response[bytes]:
         try:
-            data = evaluate_body(await request.body())
+            data = decode_evaluate_body(await request.body())
         except InputError as exc:
             raise invalid_body(exc) from None
-        decision = decide(state, data, request.scope)
+        decision = evaluate_body(state, data, request.scope)
         note(request.scope, decision_id=decision.decision_id)
         # Encoded here: litestar's typed return path costs more than the encoding itself.
         return Response(msgspec.json.encode(decision), media_type=MediaType.JSON)
@@ -95,7 +95,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     )
     async def evaluate_batch(request: Request[Any, Any, Any]) -> BatchResult:
         try:
-            items = batch_items(await request.body(), BatchBody, settings.batch_max_items)
+            items = decode_batch(await request.body(), BatchBody, settings.batch_max_items)
         except InputError as exc:
             raise invalid_body(exc) from None
         results = []
@@ -104,7 +104,9 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
                 if isinstance(body, InputError):
                     raise body
                 results.append(
-                    BatchItem(index=index, status=200, decision=decide(state, body, request.scope))
+                    BatchItem(
+                        index=index, status=200, decision=evaluate_body(state, body, request.scope)
+                    )
                 )
             except InputError as exc:
                 error = FieldError(path=exc.path or "$", message=exc.message)

@@ -15,7 +15,7 @@ from service.policy import PolicySet, load_policies
 from service.policy.decision import Out
 from service.revision import policy_revision
 from service.settings import Settings
-from service.webhooks import Webhooks, load_webhooks
+from service.webhook_sources import Webhooks, load_webhooks
 
 __all__ = ["Active", "AppState", "ReloadStatus", "TokensStatus", "load_active", "webhooks_path"]
 

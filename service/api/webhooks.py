@@ -17,17 +17,17 @@ from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
-from service.api.bodies import payload
-from service.api.decide import invalid_body, timed_evaluation
-from service.api.docs import responses
+from service.api.bodies import decode_payload
+from service.api.evaluation import invalid_body, timed_evaluation
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
+from service.api.responses import responses
 from service.api.state import AppState
 from service.policy import Decision
 from service.policy.evaluator import derived_id
 from service.policy.mapping import MappingError
 from service.policy.request import InputError
-from service.webhooks import SignatureError, verify
+from service.webhook_sources import SignatureError, verify
 
 __all__ = ["webhook_route"]
 
@@ -77,7 +77,7 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
                 headers={"WWW-Authenticate": f'Signature realm="webhooks/{source}"'},
             ) from None
         try:
-            data = payload(await request.body())
+            data = decode_payload(await request.body())
         except InputError as exc:
             raise invalid_body(exc) from None
         try:

@@ -95,9 +95,11 @@ def evaluate(
     now: datetime,
     locale: str | None = None,
     explain: bool = False,
-    id: str | None = None,
+    identifier: str | None = None,
 ) -> Decision:
-    """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision."""
+    """Decide. Raises only `UnknownPolicyError`; every other failure is in the decision.
+
+    `identifier`: the decision id when the caller has computed it (else `decision_id()`)."""
     policy = policy_set.get(policy_name)
     now = now.astimezone(UTC)
     scope = policy.scope(request, now)
@@ -122,7 +124,7 @@ def evaluate(
         outputs=outputs,
         errors=errors,
         policy=PolicyRef(name=policy.name, revision=policy_set.revision, digest=policy_set.digest),
-        decision_id=id or decision_id(policy_set, policy.name, request, now, locale),
+        decision_id=identifier or decision_id(policy_set, policy.name, request, now, locale),
         evaluated_at=now,
         trace=Trace(rules=steps, variables=_variables(scope)) if explain else None,
     )

@@ -258,7 +258,7 @@ def test_an_internal_fault_is_a_problem_without_a_trace_and_is_logged(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("SECRET-INTERNAL-DETAIL")
 
-    monkeypatch.setattr("service.api.decide.evaluate", broken)
+    monkeypatch.setattr("service.api.evaluation.evaluate", broken)
     response = client.post("/evaluate", json={"request": sample()})
     body = problem(response, 500, "internal-error")
     assert "SECRET-INTERNAL-DETAIL" not in response.text

@@ -17,7 +17,7 @@ import structlog
 from litestar import Litestar
 from prometheus_client import generate_latest
 
-import service.api.decide
+import service.api.evaluation
 import service.api.lane
 from service.api import create_app
 from service.api.lane import EvaluateLane
@@ -155,7 +155,7 @@ def test_a_fault_while_deciding_is_the_routes_500(
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("service.api.decide.evaluate", broken)
+    monkeypatch.setattr("service.api.evaluation.evaluate", broken)
     through_lane, from_route, decided_by_lane = answers(app, headers(), [body()])
     assert through_lane == from_route
     assert through_lane[0] == 500
@@ -186,12 +186,12 @@ def test_a_decision_whose_log_event_fails_is_a_500_and_not_counted(
 def test_a_decision_that_cannot_be_encoded_is_the_routes_500(
     app: Litestar, log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = service.api.decide.evaluate
+    real = service.api.evaluation.evaluate
 
     def unencodable(*args: Any, **kwargs: Any) -> Any:
         return msgspec.structs.replace(real(*args, **kwargs), outputs={"x": object()})
 
-    monkeypatch.setattr("service.api.decide.evaluate", unencodable)
+    monkeypatch.setattr("service.api.evaluation.evaluate", unencodable)
     through_lane, from_route, decided_by_lane = answers(app, headers(), [body()])
     assert through_lane == from_route  # a problem document from the route, not the server's
     assert through_lane[0] == 500
@@ -217,13 +217,13 @@ def recording(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The lane's decisions as they happen: "decided" in a pass (outside any request's task),
     "decided at once" in the request's own task."""
     events: list[str] = []
-    real = service.api.lane.decide
+    real = service.api.lane.evaluate_body
 
     def recorded(*args: Any) -> Any:
         events.append("decided" if asyncio.current_task() is None else "decided at once")
         return real(*args)
 
-    monkeypatch.setattr("service.api.lane.decide", recorded)
+    monkeypatch.setattr("service.api.lane.evaluate_body", recorded)
     return events
 
 
@@ -266,14 +266,14 @@ def test_a_fault_in_one_decision_leaves_the_others_of_its_pass_alone(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lane, route, _ = lanes(app)
-    real = service.api.decide.evaluate
+    real = service.api.evaluation.evaluate
 
     def broken_for_one_policy(policy_set: Any, name: str, *args: Any, **kwargs: Any) -> Any:
         if name == "examples/met-or-worked":
             raise RuntimeError("boom")
         return real(policy_set, name, *args, **kwargs)
 
-    monkeypatch.setattr("service.api.decide.evaluate", broken_for_one_policy)
+    monkeypatch.setattr("service.api.evaluation.evaluate", broken_for_one_policy)
     events = recording(monkeypatch)
     answers = together(app, lane, TOGETHER[:4], events)
     assert [status for status, _, _ in answers] == [200, 200, 500, 200]
@@ -286,14 +286,14 @@ def test_each_decision_of_a_pass_runs_in_its_own_requests_context(
     app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: dict[str, tuple[str, bool]] = {}
-    real = service.api.lane.decide
+    real = service.api.lane.evaluate_body
 
     def recorded(state: Any, parsed: Any, scope: Any) -> Any:
         request_id = structlog.contextvars.get_contextvars()["request_id"]
         seen[parsed.locale] = (request_id, asyncio.current_task() is None)
         return real(state, parsed, scope)
 
-    monkeypatch.setattr("service.api.lane.decide", recorded)
+    monkeypatch.setattr("service.api.lane.evaluate_body", recorded)
     locales = ["en", "de", "fr"]
     ids = [[(b"x-request-id", f"id-{locale}".encode())] for locale in locales]
     answers = together(app, app.asgi_handler, [body(locale=lc) for lc in locales], [], ids)

@@ -12,9 +12,9 @@ from litestar.testing import TestClient
 
 from service.api import create_app
 from service.api.app import openapi_yaml
-from service.api.docs import EXAMPLES, problem_example
 from service.api.openapi import contract
 from service.api.problems import Problem
+from service.api.responses import EXAMPLES, problem_example
 from service.settings import Settings
 from tests.api.conftest import Log, sample
 from tests.conftest import MINIMAL_POLICY, POLICIES

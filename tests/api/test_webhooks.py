@@ -323,7 +323,7 @@ def test_a_source_without_secrets_refuses_everything(log: Log, tmp_path: Path) -
 
 def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
     from service.policy import PolicyError, load_policies
-    from service.webhooks import load_webhooks
+    from service.webhook_sources import load_webhooks
 
     (tmp_path / "w.yaml").write_text(
         "apiVersion: handshake/v1\nkind: WebhookSources\nsources:\n"

@@ -20,7 +20,7 @@ from service.policy.evaluator import decision_id
 from service.policy.request import InputError
 from service.settings import Settings
 
-__all__ = ["decide", "invalid_body", "require_json", "timed_evaluation"]
+__all__ = ["evaluate_body", "invalid_body", "require_json", "timed_evaluation"]
 
 
 def require_json(content_type: str) -> None:
@@ -32,7 +32,7 @@ def require_json(content_type: str) -> None:
         raise problem(415, f"expected `application/json`, got `{media or 'nothing'}`")
 
 
-def decide(state: AppState, body: EvaluateBody, scope: Any) -> Decision:
+def evaluate_body(state: AppState, body: EvaluateBody, scope: Any) -> Decision:
     """One `POST /evaluate` body, against the set that is active now; raises
     `UnknownPolicyError` before any work."""
     policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
@@ -69,7 +69,7 @@ def timed_evaluation(
     structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
     started = time.perf_counter()
     decision = evaluate(
-        policy_set, name, request, now=now, locale=locale, explain=explain, id=identifier
+        policy_set, name, request, now=now, locale=locale, explain=explain, identifier=identifier
     )
     seconds = time.perf_counter() - started
     if state.decision_log.is_enabled_for(logging.INFO):  # else do not build the event
