@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.api.server import free_port  # noqa: E402
-from tests.hostile import attacks  # noqa: E402
+from bench import attacks  # noqa: E402
+from bench.servers import free_port  # noqa: E402
 
 TOKEN = "bench-hostile-token-0123456789"
 REQUEST = (ROOT / "examples" / "requests" / "stranger.json").read_bytes()

@@ -11,8 +11,8 @@ import time
 
 import httpx
 
+from bench.attacks import pipeline
 from tests.api.conftest import sample
-from tests.hostile.attacks import pipeline
 from tests.hostile.conftest import AUTH, TOKEN, Server, wait_for
 
 HEAD_SECONDS, BODY_SECONDS, MAX_CONNECTIONS = 1, 2, 40

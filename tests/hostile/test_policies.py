@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.attacks import RUNAWAY_POLICY
 from tests.api.conftest import sample
-from tests.hostile.attacks import RUNAWAY_POLICY
 from tests.hostile.conftest import AUTH, Server, wait_for
 
 REQUEST = {"request": sample()}

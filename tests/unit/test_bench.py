@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from litestar.testing import TestClient
 
-from bench import throughput
+from bench import report, rounds, targets
 from bench.bare import PATH, app
-from bench.throughput import parse_wrk
+from bench.wrk import parse_wrk
 from tests.api.conftest import sample
 from tests.api.server import ROOT
 
@@ -76,26 +76,49 @@ def test_a_lopsided_round_is_run_again_and_reported(monkeypatch: pytest.MonkeyPa
     rates = iter([5000.0, 10000.0, 5100.0, 5200.0, 5300.0])
     clock: dict[int, float] = {1: 0.0, 2: 0.0}
 
-    def fake_measure(row: throughput.Row, *_: object) -> throughput.Row:
+    def fake_measure(row: rounds.Row, *_: object) -> rounds.Row:
         split = next(splits)
         clock[1], clock[2] = clock[1] + split[0], clock[2] + split[1]
         row.rounds.append({"rps": next(rates), "p50": 1.0, "p99": 2.0, "errors": 1})
         return row
 
-    monkeypatch.setattr(throughput, "measure", fake_measure)
-    monkeypatch.setattr(throughput, "cpu_seconds", lambda pid: clock[pid])
-    monkeypatch.setattr(throughput, "rss_mib", lambda pid: 80.0)
-    target = throughput.Target(throughput.Row("evaluate"), url="u", pids=[1, 2])
+    monkeypatch.setattr(rounds, "measure", fake_measure)
+    monkeypatch.setattr(rounds, "cpu_seconds", lambda pid: clock[pid])
+    monkeypatch.setattr(rounds, "rss_mib", lambda pid: 80.0)
+    target = rounds.Target(rounds.Row("evaluate"), url="u", pids=[1, 2])
     args = argparse.Namespace(rounds=2)
-    throughput.measure_rounds([target], args, Path())
+    rounds.measure_rounds([target], args, Path())
 
     row = target.row
     # Round 1: lopsided, then even. Round 2: lopsided three times; the last try counts.
     assert [r["rps"] for r in row.rounds] == [10000.0, 5300.0]
     assert [r["rps"] for r, _ in row.set_aside] == [5000.0, 5100.0, 5200.0]
     assert row.errors == 5  # set-aside rounds' errors are not hidden
-    (line,) = [x for x in throughput.per_round([row]) if x.startswith("- ")]
+    (line,) = [x for x in report.per_round([row]) if x.startswith("- ")]
     assert line == (
         "- evaluate: 10,000 (50/50%) / 5,300 (85/15%); "
         "set aside and run again: 5,000 (100/0%) / 5,100 (90/10%) / 5,200 (95/5%)"
     )
+
+
+def test_each_target_is_judged_from_its_rows() -> None:
+    """Met, missed, or n/a when a row it needs did not start (here the bare POST)."""
+
+    def row(name: str, rps: float, p99: float, per_request: int = 1) -> rounds.Row:
+        return rounds.Row(name, per_request, [{"rps": rps, "p50": 1.0, "p99": p99, "errors": 0}])
+
+    bare, bare_post = row("bare", 10_000, 5.0, 0), row("bare POST", 8_000, 5.0, 0)
+    bare_post.ok = False
+    evaluate, batch = row("evaluate", 6_500, 11.0), row("batch", 300, 200.0, 100)
+    cerbos, memory = row("cerbos", 3_000, 30.0), row("memory", 500, 2.0)
+    memory.rss = [80.0, 151.0]
+    assert targets.judge([bare, bare_post, evaluate, batch], cerbos, memory, 60) == [
+        "- met: evaluate >= 60% of bare requests/s (65%)",
+        "- n/a: evaluate >= 60% of the bare POST requests/s (not measured)",
+        "- MISSED: evaluate p99 <= 2x bare p99 (11.00 ms vs 5.00 ms)",
+        "- MISSED: batch of 100 >= 5x single-call decisions/s (4.6x)",
+        "- met: evaluate >= 2x Cerbos decisions/s (2.2x)",
+        "- MISSED: RSS of one worker <= 150 MiB after 60 s of /evaluate (151 MiB after 60 s)",
+    ]
+    # Without Cerbos or the memory run, their targets are left out.
+    assert len(targets.judge([bare, bare_post, evaluate, batch], None, None, 0)) == 4
