@@ -3,7 +3,7 @@
 Every error answer is a `Problem`: a stable `type` URN and `code`, a `title` per code, the
 `status`, a human `detail`, and for invalid input the JSON path of each offending field.
 Client input errors are all 400, whether the JSON is malformed or breaks the schema (see
-docs/adr/0004-http-contract.md). Nothing here knows about routes; nothing elsewhere knows
+docs/adr/0004-http-contract-and-server.md). Nothing here knows about routes; nothing elsewhere knows
 status codes for domain errors.
 """
 

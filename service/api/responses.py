@@ -1,6 +1,6 @@
 """OpenAPI response entries with examples, for every status a route can answer with.
 
-The examples are checked against their Structs by tests/api/test_openapi.py, so the document
+The examples are checked against their Structs by tests/api/test_service.py, so the document
 cannot show an answer the service would not give.
 """
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,12 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.api import create_app
+from service.api.state import Active, webhooks_path
 from service.log import configure_logging
+from service.revision import policy_revision
 from service.settings import Settings
-from tests.conftest import POLICIES
+from service.webhook_sources import Webhooks, load_webhooks
+from tests.conftest import POLICIES, bundled_policies
 
 REQUESTS = POLICIES.parent / "examples" / "requests"
 TOKEN = "ci-test-token-0123456789"  # the `tests` caller
@@ -28,6 +32,21 @@ def sample(name: str = "stranger") -> dict[str, Any]:
 class Log(io.StringIO):
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.getvalue().splitlines()]
+
+
+def app_for(settings: Settings) -> Litestar:
+    """`create_app(settings)`, the bundled policies compiled once for the whole run (as the
+    app compiles them: the engine that serves, with the directory's revision)."""
+    if Path(settings.policies) != POLICIES:
+        return create_app(settings)
+    policy_set = bundled_policies(
+        settings.cel_engine,
+        compare_engines=False,
+        revision=policy_revision(POLICIES, settings.revision),
+    )
+    path = webhooks_path(settings)
+    webhooks = load_webhooks(path, policy_set, settings.default_policy) if path else Webhooks()
+    return create_app(settings, Active(policy_set, webhooks))
 
 
 @pytest.fixture
@@ -44,7 +63,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def app(settings: Settings, log: Log) -> Litestar:
-    return create_app(settings)
+    return app_for(settings)
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from service.api import create_app
 from service.server import startup_warnings
 from service.settings import Settings, SettingsError
-from tests.api.conftest import TOKEN, Log, sample
+from tests.api.conftest import TOKEN, Log, app_for, sample
 from tests.conftest import POLICIES
 
 Client = TestClient[Litestar]
@@ -34,7 +33,7 @@ def unauthorized(response: Any, code: str) -> None:
 
 @pytest.fixture
 def guarded(log: Log) -> Any:
-    app = create_app(Settings(policies=str(POLICIES), api_tokens=f"ops:{OLD}, crm:{NEW}"))
+    app = app_for(Settings(policies=str(POLICIES), api_tokens=f"ops:{OLD}, crm:{NEW}"))
     with TestClient(app) as client:
         yield client
 
@@ -72,7 +71,7 @@ def test_health_docs_and_signed_webhooks_stay_open(guarded: Client) -> None:
 
 def test_metrics_can_be_guarded(log: Log) -> None:
     settings = Settings(policies=str(POLICIES), api_tokens=OLD, metrics_require_token=True)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         unauthorized(client.get("/metrics"), "missing-token")
         assert client.get("/metrics", headers=bearer(OLD)).status_code == 200
 
@@ -80,7 +79,7 @@ def test_metrics_can_be_guarded(log: Log) -> None:
 def test_a_tokens_file_is_read_again_on_reload(tmp_path: Path, log: Log) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# the operators\nops:{OLD}\n")
-    app = create_app(Settings(policies=str(POLICIES), api_tokens_file=str(tokens), watch=False))
+    app = app_for(Settings(policies=str(POLICIES), api_tokens_file=str(tokens), watch=False))
     with TestClient(app) as client:
         assert client.get("/policies", headers=bearer(OLD)).status_code == 200
         tokens.write_text(f"ops:{OLD}\nops-next:{NEW}\n")  # rotation: both for a while
@@ -104,7 +103,7 @@ def test_tokens_are_never_logged(guarded: Client, log: Log) -> None:
 
 def test_short_tokens_are_a_setting_error(log: Log) -> None:
     with pytest.raises(SettingsError, match="at least 16 characters"):
-        create_app(Settings(policies=str(POLICIES), api_tokens="short"))
+        app_for(Settings(policies=str(POLICIES), api_tokens="short"))
 
 
 def test_a_loud_warning_when_open_beyond_loopback() -> None:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import schemathesis
 import structlog
 
-from service.api import create_app
 from service.settings import Settings
-from tests.api.conftest import AUTH, TOKEN
+from tests.api.conftest import AUTH, TOKEN, app_for
 from tests.conftest import POLICIES
 
-app = create_app(Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}"))
+app = app_for(Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}"))
 schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
 

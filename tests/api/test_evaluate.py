@@ -9,9 +9,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 
-from service.api import create_app
 from service.settings import Settings
-from tests.api.conftest import sample
+from tests.api.conftest import app_for, sample
 from tests.conftest import POLICIES
 
 Client = TestClient[Litestar]
@@ -83,7 +82,7 @@ def test_named_policy_and_explain(client: Client) -> None:
 
 
 def test_the_default_policy_is_configurable(log: Any) -> None:
-    app = create_app(Settings(policies=str(POLICIES), default_policy="examples/near-limit"))
+    app = app_for(Settings(policies=str(POLICIES), default_policy="examples/near-limit"))
     with TestClient(app) as client:
         body = client.post("/evaluate", json={"request": sample()}).json()
     assert body["policy"]["name"] == "examples/near-limit"
@@ -157,7 +156,7 @@ def test_unknown_policy_is_404(client: Client) -> None:
 
 
 def test_body_over_the_limit_is_413(log: Any) -> None:
-    app = create_app(Settings(policies=str(POLICIES), max_body_bytes=2048))
+    app = app_for(Settings(policies=str(POLICIES), max_body_bytes=2048))
     request = sample()
     request["message"] = "x" * 1900
     with TestClient(app) as client:
@@ -246,7 +245,7 @@ def test_batch_limits(client: Client, log: Any) -> None:
         client.post("/evaluate/batch", json={"items": [{}] * 101}), 400, "invalid-request"
     )
     assert body["errors"][0]["path"] == "$.items"
-    app = create_app(Settings(policies=str(POLICIES), batch_max_items=3))
+    app = app_for(Settings(policies=str(POLICIES), batch_max_items=3))
     with TestClient(app) as small:
         assert small.post("/evaluate/batch", json={"items": [{}] * 3}).status_code == 200
         problem(small.post("/evaluate/batch", json={"items": [{}] * 4}), 400, "invalid-request")
@@ -273,7 +272,7 @@ def test_the_engine_setting_does_not_change_the_answer(client: Client) -> None:
     """HANDSHAKE_CEL_ENGINE=cel-python serves the same bytes as the default engine."""
     body = {"request": sample("old-colleague"), "now": NOW, "locale": "fr"}
     fast = client.post("/evaluate", json=body)
-    with TestClient(create_app(Settings(policies=str(POLICIES), cel_engine="cel-python"))) as ref:
+    with TestClient(app_for(Settings(policies=str(POLICIES), cel_engine="cel-python"))) as ref:
         reference = ref.post("/evaluate", json=body)
     assert fast.status_code == reference.status_code == 200
     assert fast.content == reference.content

@@ -19,11 +19,10 @@ from prometheus_client import generate_latest
 
 import service.api.evaluation
 import service.api.lane
-from service.api import create_app
 from service.api.lane import EvaluateLane
 from service.api.passes import Passes
 from service.settings import Settings
-from tests.api.conftest import TOKEN, Log, sample
+from tests.api.conftest import TOKEN, Log, app_for, sample
 from tests.conftest import POLICIES
 
 LIMIT = 4096
@@ -78,7 +77,7 @@ async def call(
 
 @pytest.fixture
 def app(log: Log) -> Litestar:
-    return create_app(
+    return app_for(
         Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}", max_body_bytes=LIMIT)
     )
 
@@ -352,7 +351,7 @@ def test_decisions_that_cost_more_than_passes_pay_are_decided_at_once(
     log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As under cel-python (~2 ms a decision): the lane has measured them (passes.py)."""
-    app = create_app(
+    app = app_for(
         Settings(policies=str(POLICIES), api_tokens=f"tests:{TOKEN}", cel_engine="cel-python")
     )
     lane, route, passed = lanes(app)

@@ -16,7 +16,7 @@ from service.api.openapi import contract
 from service.api.problems import Problem
 from service.api.responses import EXAMPLES, problem_example
 from service.settings import Settings
-from tests.api.conftest import Log, sample
+from tests.api.conftest import Log, app_for, sample
 from tests.conftest import MINIMAL_POLICY, POLICIES
 
 Client = TestClient[Litestar]
@@ -140,7 +140,7 @@ def _marked() -> dict[str, Any]:
 
 @pytest.mark.parametrize("personal", [False, True])
 def test_personal_data_stays_out_of_the_log_unless_turned_on(log: Log, personal: bool) -> None:
-    app = create_app(Settings(policies=str(POLICIES), log_personal_data=personal))
+    app = app_for(Settings(policies=str(POLICIES), log_personal_data=personal))
     with TestClient(app) as client:
         client.post("/evaluate", json={"request": _marked(), "explain": True})
         client.post("/evaluate/batch", json={"items": [{"request": _marked()}]})
@@ -190,7 +190,7 @@ def test_a_keyed_hash_of_the_requester_id_can_correlate_decisions(log: Log) -> N
     settings = Settings(policies=str(POLICIES), log_requester_hash_key="k" * 32)
     request = _marked()
     request["requester"]["id"] = "ID-MARKER-5"
-    with TestClient(create_app(settings)) as client:
+    with TestClient(app_for(settings)) as client:
         client.post("/evaluate", json={"request": request})
         client.post("/evaluate", json={"request": request, "locale": "de"})
     hashes = [e["requester_hash"] for e in log.events() if e["event"] == "decision"]

@@ -19,8 +19,8 @@ from standardwebhooks import Webhook
 
 from service.api import create_app
 from service.settings import Settings
-from tests.api.conftest import Log
-from tests.conftest import POLICIES
+from tests.api.conftest import Log, app_for
+from tests.conftest import POLICIES, bundled_policies
 from tests.strategies import JSON, NAME
 
 Client = TestClient[Litestar]
@@ -48,7 +48,7 @@ def app(tmp_path: Path, log: Log, monkeypatch: pytest.MonkeyPatch) -> Litestar:
     monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET", SECRET)
     monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET_PREVIOUS", PREVIOUS)
     monkeypatch.setenv("INBOX_TOOL_WEBHOOK_SECRET", GITHUB_SECRET)
-    return create_app(Settings(policies=str(POLICIES), watch=False))
+    return app_for(Settings(policies=str(POLICIES), watch=False))
 
 
 @pytest.fixture
@@ -146,7 +146,7 @@ def test_a_retry_gets_identical_bytes_from_any_replica(client: Client, app: Lite
     body, headers = signed()
     first = post(client, "example-crm", body, headers)
     again = post(client, "example-crm", body, headers)
-    other_replica = create_app(Settings(policies=str(POLICIES), watch=False))
+    other_replica = app_for(Settings(policies=str(POLICIES), watch=False))
     with TestClient(other_replica) as other:
         third = post(other, "example-crm", body, headers)
     assert first.status_code == 200
@@ -163,7 +163,7 @@ def test_rotated_secrets_both_verify(
 ) -> None:
     assert post(client, "example-crm", *signed(secret=PREVIOUS)).status_code == 200
     monkeypatch.delenv("EXAMPLE_CRM_WEBHOOK_SECRET_PREVIOUS")
-    rotated = create_app(Settings(policies=str(POLICIES), watch=False))
+    rotated = app_for(Settings(policies=str(POLICIES), watch=False))
     with TestClient(rotated) as client2:
         assert post(client2, "example-crm", *signed()).status_code == 200
         rejected(post(client2, "example-crm", *signed(secret=PREVIOUS)), "no-matching-signature")
@@ -306,7 +306,7 @@ def test_unknown_source_and_too_large(
     assert response.status_code == 404
     assert response.json()["code"] == "unknown-source"
     monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET", SECRET)
-    small = create_app(Settings(policies=str(POLICIES), watch=False, max_body_bytes=1024))
+    small = app_for(Settings(policies=str(POLICIES), watch=False, max_body_bytes=1024))
     big = json.loads(json.dumps(PAYLOAD))
     big["data"]["note"] = "x" * 2000
     with TestClient(small) as client2:
@@ -322,7 +322,7 @@ def test_a_source_without_secrets_refuses_everything(log: Log, tmp_path: Path) -
 
 
 def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
-    from service.policy import PolicyError, load_policies
+    from service.policy import PolicyError
     from service.webhook_sources import load_webhooks
 
     (tmp_path / "w.yaml").write_text(
@@ -331,7 +331,7 @@ def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
         "    mapping: {requester: {name: payload.n, has_photo: true}}\n"
     )
     with pytest.raises(PolicyError) as caught:
-        load_webhooks(tmp_path / "w.yaml", load_policies(POLICIES), "default", {})
+        load_webhooks(tmp_path / "w.yaml", bundled_policies(), "default", {})
     assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
         "$.sources.crm.secrets[0]: `HANDSHAKE_*` variables are settings; name secrets otherwise"
     ]

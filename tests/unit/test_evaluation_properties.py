@@ -16,13 +16,13 @@ from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.evaluator import _NAMESPACE
 from service.policy.model import DECISIONS
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, bundled_policies
 from tests.strategies import LOCALES, NOW, REQUESTS
 
 
 @cache
 def bundled(engine: str = DEFAULT_ENGINE) -> PolicySet:
-    return load_policies(POLICIES, engine=engine)
+    return bundled_policies(engine)
 
 
 POLICY_NAMES = st.sampled_from(sorted(bundled().policies))

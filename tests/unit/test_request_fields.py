@@ -14,11 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.policy import ConnectionRequest, load_policies
+from service.policy import ConnectionRequest
 from service.policy.cel import parse, request_fields
 from service.policy.cel.schema import REQUEST_SHAPE
 from service.policy.engines.celexpr import request_data
-from tests.conftest import POLICIES
+from tests.conftest import bundled_policies
 from tests.strategies import REQUESTS
 
 
@@ -60,7 +60,7 @@ def test_the_fields_read_are_found_in_the_expressions(texts: list[str], expected
 
 
 def test_the_default_policy_reads_a_third_of_the_request() -> None:
-    policy = load_policies(POLICIES, engine="cel-expr-python").get("default")
+    policy = bundled_policies("cel-expr-python").get("default")
     assert policy.request_fields == {
         "message": None,
         "recipient": ("connection_count", "connection_limit"),

@@ -15,7 +15,7 @@ import pytest
 
 from service.policy import ConnectionRequest, evaluate, load_policies
 from service.policy.request import Relationship, decode_request
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, bundled_policies
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
 SAMPLES = sorted((POLICIES.parent / "examples" / "requests").glob("*.json"))
@@ -29,7 +29,7 @@ def without_trace(decision: object) -> dict[str, object]:
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.stem)
 def test_the_rules_program_decides_as_rule_by_rule(sample: Path) -> None:
-    policy_set = load_policies(POLICIES, engine="cel-expr-python")
+    policy_set = bundled_policies("cel-expr-python")
     request = decode_request(sample.read_bytes())
     for name, policy in policy_set.policies.items():
         assert policy.rules_program is not None, name

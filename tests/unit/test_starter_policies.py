@@ -7,16 +7,16 @@ from functools import cache
 
 import pytest
 
-from service.policy import PolicySet, load_policies
+from service.policy import PolicySet
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.model import RESERVED_RULE_ID
 from service.policy.suite import LoadedCase, load_suites, run_case
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, bundled_policies
 
 
 @cache
 def bundled(engine: str = DEFAULT_ENGINE) -> tuple[PolicySet, list[LoadedCase]]:
-    policy_set = load_policies(POLICIES, engine=engine)
+    policy_set = bundled_policies(engine)
     return policy_set, load_suites(POLICIES, policy_set)
 
 
