@@ -48,6 +48,10 @@ class Passes(Generic[T]):
         `work` raises is raised here."""
         if self.worthwhile:
             return await self.submit(work)
+        return self.at_once(work)
+
+    def at_once(self, work: Callable[[], T]) -> T:
+        """`work()` now, its cost measured like a pass's."""
         started = self._clock()
         try:
             return work()

@@ -15,6 +15,7 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -39,6 +40,7 @@ __all__ = ["decision_id", "derived_id", "evaluate"]
 _NAMESPACE = uuid.UUID("6f0c5e0a-3c2e-4d59-9d38-2b1f8f2f6a11")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+_NONE: Mapping[Program, Value] = MappingProxyType({})
 
 
 def decision_id(
@@ -111,11 +113,11 @@ def evaluate(
     match = None if explain else _first_match(policy, scope)  # explain needs every step
     if match is None:
         rule_id, outcome = _rule_by_rule(policy, scope, errors, steps)
-    elif match.index >= 0:
-        rule_id, outcome = policy.rules[match.index].id, policy.rules[match.index].outcome
+    elif match.position >= 0:
+        rule_id, outcome = policy.rules[match.position].id, policy.rules[match.position].outcome
 
-    answers = scope if match is None else _Given(scope, match.values)
-    rationale, reply, outputs = _render(policy, outcome, rule_id, answers, locale, errors)
+    known = match.values if match is not None else _NONE
+    rationale, reply, outputs = _render(policy, outcome, rule_id, scope, known, locale, errors)
     return Decision(
         decision=outcome.decision,  # type: ignore[arg-type]
         rule=rule_id,
@@ -138,23 +140,6 @@ def _first_match(policy: CompiledPolicy, scope: Scope) -> Match | None:
         return policy.rules_program.first_match(scope)
     except EvalError:
         return None  # go rule by rule, which reports the failure exactly
-
-
-class _Given:
-    """A scope that answers the placeholders a rules program already computed."""
-
-    __slots__ = ("_given", "_scope")
-
-    def __init__(self, scope: Scope, given: Mapping[Program, Value]) -> None:
-        self._scope, self._given = scope, given
-
-    def run(self, program: Program) -> Value:
-        if program in self._given:
-            return self._given[program]
-        return self._scope.run(program)
-
-    def variables(self) -> dict[str, Value | EvalError]:
-        return self._scope.variables()
 
 
 def _rule_by_rule(
@@ -183,16 +168,18 @@ def _render(
     outcome: CompiledOutcome,
     rule_id: str | None,
     scope: Scope,
+    known: Mapping[Program, Value],
     locale: str | None,
     errors: list[RuleError],
 ) -> tuple[str, Reply | None, dict[str, object]]:
-    """Render only the deciding outcome's templates; failures go to `errors`."""
+    """Render only the deciding outcome's templates (with the placeholder values a rules
+    program already `known`); failures go to `errors`."""
 
     def failed(what: str, exc: EvalError) -> None:
         errors.append(RuleError(rule=rule_id, message=f"{what}: {exc}"))
 
     try:
-        rationale = outcome.rationale.render(scope)
+        rationale = outcome.rationale.render(scope, known)
     except EvalError as exc:
         failed("rationale", exc)
         rationale = outcome.rationale.source
@@ -201,14 +188,14 @@ def _render(
     chosen = choose_locale(outcome.reply, locale, policy.default_locale)
     if chosen is not None:
         try:
-            reply = Reply(locale=chosen, text=outcome.reply[chosen].render(scope))
+            reply = Reply(locale=chosen, text=outcome.reply[chosen].render(scope, known))
         except EvalError as exc:
             failed(f"reply.{chosen}", exc)
 
     outputs: dict[str, object] = {}
     for key, template in outcome.outputs.items():
         try:
-            outputs[key] = template.render_value(scope)
+            outputs[key] = template.render_value(scope, known)
         except EvalError as exc:
             failed(f"outputs.{key}", exc)
             outputs[key] = None

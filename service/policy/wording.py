@@ -7,17 +7,19 @@ environment as conditions. A placeholder may not contain `}}`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import msgspec
 
-from service.policy.cel import CelSyntaxError, parse, to_json
+from service.policy.cel import CelSyntaxError, Value, parse, to_json
 from service.policy.engines import Engine, Program, Scope
 
 __all__ = ["Template", "TemplateError", "choose_locale", "compile_template"]
 
+_NONE: Mapping[Program, Value] = MappingProxyType({})
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
@@ -44,18 +46,25 @@ class Template:
     def placeholders(self) -> Iterable[Placeholder]:
         return (part for part in self.parts if isinstance(part, Placeholder))
 
-    def render(self, scope: Scope) -> str:
-        """The text; raises `EvalError` when a placeholder fails."""
-        return "".join(
-            part if isinstance(part, str) else to_text(to_json(scope.run(part.program)))
-            for part in self.parts
-        )
+    def render(self, scope: Scope, known: Mapping[Program, Value] = _NONE) -> str:
+        """The text; raises `EvalError` when a placeholder fails. `known`: placeholder values
+        computed already (by a rules program)."""
+        texts = []
+        for part in self.parts:
+            if isinstance(part, str):
+                texts.append(part)
+                continue
+            program = part.program
+            value = known[program] if program in known else scope.run(program)
+            texts.append(to_text(to_json(value)))
+        return "".join(texts)
 
-    def render_value(self, scope: Scope) -> Any:
+    def render_value(self, scope: Scope, known: Mapping[Program, Value] = _NONE) -> Any:
         """Like `render`, but a template that is one placeholder keeps its value's type."""
         if len(self.parts) == 1 and isinstance(self.parts[0], Placeholder):
-            return to_json(scope.run(self.parts[0].program))
-        return self.render(scope)
+            program = self.parts[0].program
+            return to_json(known[program] if program in known else scope.run(program))
+        return self.render(scope, known)
 
 
 def compile_template(source: str, engine: Engine) -> Template:

@@ -98,7 +98,7 @@ def test_any_number_of_rules_runs_as_a_rules_program(tmp_path: Path) -> None:
     for n in (0, 17, 39, 40):  # the first segment, a later one, the last rule, no rule
         request = msgspec.structs.replace(REQUEST, relationship=Relationship(mutual_connections=n))
         match = policy.rules_program.first_match(policy.scope(request, NOW))
-        assert match.index == (n if n < 40 else -1)
+        assert match.position == (n if n < 40 else -1)
         fast = evaluate(policy_set, "p", request, now=NOW)  # type: ignore[arg-type]
         slow = evaluate(policy_set, "p", request, now=NOW, explain=True)  # type: ignore[arg-type]
         assert without_trace(fast) == without_trace(slow)

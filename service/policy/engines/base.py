@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from service.policy.cel import EvalError, Expression, RequestFields, Value
 from service.policy.request import ConnectionRequest
@@ -56,12 +56,11 @@ class Rules:
     placeholders: Sequence[Sequence[Program]]
 
 
-@dataclass(frozen=True, slots=True)
-class Match:
-    """What a rules program found: the first rule whose condition is true (-1: none, the
-    default decides), and the values of that outcome's placeholders."""
+class Match(NamedTuple):  # a tuple: built once per decision, on the hot path
+    """What a rules program found: the position of the first rule whose condition is true
+    (-1: none, the default decides), and the values of that outcome's placeholders."""
 
-    index: int
+    position: int
     values: Mapping[Program, Value]
 
 

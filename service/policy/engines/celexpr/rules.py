@@ -52,12 +52,11 @@ class CelRulesProgram:
         takes the data itself: an activation costs more, and one call needs none."""
         own: CelScope = scope  # type: ignore[assignment]  # this engine's (base.py)
         data = own.data
-        index, values = -1, []
         for segment in self.segments:
             index, values = run(segment.compiled, data=data)
-            index = int(index)
             if index >= 0:
                 break
+        index = int(index)
         found = [plain(values[position]) for position in self._positions[index]]
         return Match(index, dict(zip(self._placeholders[index], found, strict=True)))
 
