@@ -15,7 +15,27 @@ import lark
 
 from service.policy.cel.references import Reference, Tree, references
 
-__all__ = ["MAX_SYNTAX_DEPTH", "CelSyntaxError", "Expression", "parse"]
+__all__ = ["MAX_SYNTAX_DEPTH", "OPERATORS", "CelSyntaxError", "Expression", "parse"]
+
+# The grammar's rule for each operator, and the operator as written.
+OPERATORS = {
+    "conditionalor": "||",
+    "conditionaland": "&&",
+    "relation_lt": "<",
+    "relation_le": "<=",
+    "relation_gt": ">",
+    "relation_ge": ">=",
+    "relation_eq": "==",
+    "relation_ne": "!=",
+    "relation_in": "in",
+    "addition_add": "+",
+    "addition_sub": "-",
+    "multiplication_mul": "*",
+    "multiplication_div": "/",
+    "multiplication_mod": "%",
+    "unary_not": "!",
+    "unary_neg": "-",
+}
 
 # The parse tree's height, past which the walks over it (static checks, both engines'
 # conversions, cel-python's evaluator: ~460 from a deep stack) could exhaust Python's stack.

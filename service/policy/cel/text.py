@@ -13,26 +13,9 @@ import lark
 
 from service.policy.cel.functions import COMPREHENSIONS
 from service.policy.cel.references import Tree, arguments, bare_name, selection
+from service.policy.cel.syntax import OPERATORS
 
 __all__ = ["names_in", "render"]
-
-_INFIX = {
-    "conditionalor": "||",
-    "conditionaland": "&&",
-    "relation_lt": "<",
-    "relation_le": "<=",
-    "relation_gt": ">",
-    "relation_ge": ">=",
-    "relation_eq": "==",
-    "relation_ne": "!=",
-    "relation_in": "in",
-    "addition_add": "+",
-    "addition_sub": "-",
-    "multiplication_mul": "*",
-    "multiplication_div": "/",
-    "multiplication_mod": "%",
-}
-_PREFIX = {"unary_not": "!", "unary_neg": "-"}
 
 
 def render(tree: Tree, variables: Mapping[str, str]) -> str:
@@ -63,16 +46,18 @@ class _Renderer:
             cond, yes, no = (self.node(c, scope) for c in children)
             return f"{cond} ? {yes} : {no}"
         if kind in ("conditionalor", "conditionaland") and len(children) == 2:
-            return f"{self.node(children[0], scope)} {_INFIX[kind]} {self.node(children[1], scope)}"
+            return (
+                f"{self.node(children[0], scope)} {OPERATORS[kind]} {self.node(children[1], scope)}"
+            )
         if kind in ("relation", "addition", "multiplication") and len(children) == 2:
             operator, right = children
             assert isinstance(operator, lark.Tree)
             left = self.node(operator.children[0], scope)
-            return f"{left} {_INFIX[operator.data]} {self.node(right, scope)}"
+            return f"{left} {OPERATORS[operator.data]} {self.node(right, scope)}"
         if kind == "unary" and len(children) == 2:
             assert isinstance(children[0], lark.Tree)
             operand = self.node(children[1], scope)
-            return f"{_PREFIX[children[0].data]} {operand}"
+            return f"{OPERATORS[children[0].data]} {operand}"
         if kind == "member_dot":
             bound = self.bound(node, scope)
             if bound is not None:

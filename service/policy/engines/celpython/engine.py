@@ -26,6 +26,7 @@ from service.policy.cel import (
     Value,
     json_number,
 )
+from service.policy.cel.syntax import OPERATORS
 from service.policy.engines.base import Program, Rules
 from service.policy.engines.celpython.functions import EXTENSIONS
 from service.policy.request import ConnectionRequest
@@ -255,22 +256,6 @@ _TYPE_NAMES = {
     type(None): "null",
 }
 
-_OPERATORS = {
-    "relation_lt": "<",
-    "relation_le": "<=",
-    "relation_gt": ">",
-    "relation_ge": ">=",
-    "relation_eq": "==",
-    "relation_ne": "!=",
-    "relation_in": "in",
-    "addition_add": "+",
-    "addition_sub": "-",
-    "multiplication_mul": "*",
-    "multiplication_div": "/",
-    "multiplication_mod": "%",
-    "unary_not": "!",
-    "unary_neg": "-",
-}
 _CLASS = re.compile(r"<class 'celpy\.celtypes\.(\w+)'>")
 _OVERLOAD = re.compile(r"found no matching overload for (?:Token\('RULE', '(\w+)'\)|(\S+))")
 _MISSING = re.compile(r"no such member in mapping: '([^']*)'")
@@ -288,7 +273,7 @@ def describe(error: CELEvalError) -> str:
         return f"no such key `{match.group(1)}`"
     if match := _OVERLOAD.search(text):
         rule, symbol = match.group(1), match.group(2)
-        operator = _OPERATORS.get(rule, rule) if rule else symbol
+        operator = OPERATORS.get(rule, rule) if rule else symbol
         kinds = [_type_name_of_class(name) for name in _CLASS.findall(text)]
         on = f" on ({', '.join(kinds)})" if kinds else ""
         return f"no matching overload for `{operator}`{on}"
