@@ -48,6 +48,9 @@ bench: install ## microseconds per decision for the starter policies, in process
 bench-http: install ## HTTP: bare, /evaluate per engine, batch, Cerbos (needs wrk, npm; ARGS=...)
 	$(BIN)/python bench/throughput.py $(ARGS)
 
+bench-ab: install ## HTTP A/B against another revision, side by side (BASE=<rev>; needs wrk)
+	$(BIN)/python bench/ab.py --base $(BASE) $(ARGS)
+
 image: ## build the container image with podman (offline), start it, get a decision (root)
 	bash deploy/build-image.sh
 
