@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from service import __version__
+from service.diff import DiffError, diff
 from service.policy import (
     ConnectionRequest,
     PolicyError,
@@ -293,8 +294,6 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from service.diff import DiffError, diff
-
     try:
         report = diff(
             _directory(args),
