@@ -48,6 +48,9 @@ bench: install ## microseconds per decision for the starter policies, in process
 bench-http: install ## HTTP: bare, /evaluate per engine, batch, Cerbos (needs wrk, npm; ARGS=...)
 	$(BIN)/python bench/throughput.py $(ARGS)
 
+bench-scale: install ## many policies and many rules, in process (ARGS=--policies 100,1000)
+	$(BIN)/python bench/scale.py $(ARGS)
+
 bench-ab: install ## HTTP A/B against another revision, side by side (BASE=<rev>; needs wrk)
 	$(BIN)/python bench/ab.py --base $(BASE) $(ARGS)
 

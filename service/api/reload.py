@@ -42,7 +42,7 @@ class Reloader:
         state = self.state
         self._reload_tokens(reason)
         try:
-            active = load_active(state.settings)
+            active = load_active(state.settings, previous=state.policy_set)
             candidate = active.policy_set
             if state.settings.reload_requires_tests:
                 _require_passing_suites(Path(state.settings.policies), candidate)

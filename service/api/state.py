@@ -58,15 +58,17 @@ def webhooks_path(settings: Settings) -> Path | None:
     return default if default.is_file() else None
 
 
-def load_active(settings: Settings) -> Active:
+def load_active(settings: Settings, previous: PolicySet | None = None) -> Active:
     """Load and compile the policies and webhook sources; raises `PolicyError` with every
-    problem of both."""
+    problem of both. `previous`: the set in force, whose unchanged policies are kept as they
+    are (only what changed is compiled again)."""
     directory = Path(settings.policies)
     policy_set = load_policies(
         directory,
         revision=policy_revision(directory, settings.revision),
         engine=settings.cel_engine,
         compare_engines=False,  # a `check` concern, not a cost of every start-up and reload
+        previous=previous,
     )
     path = webhooks_path(settings)
     webhooks = (

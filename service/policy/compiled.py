@@ -57,6 +57,8 @@ class CompiledPolicy:
     engine: Engine
     rules_program: RulesProgram | None = None  # the engine's one-call form of the rules
     request_fields: RequestFields | None = None  # what the expressions read (None: anything)
+    key: str = ""  # what it was compiled from: its file and its bases', the engine (loader.py)
+    problems: tuple[Problem, ...] = ()  # the warnings compiling it gave
 
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
         """The names CEL sees; `variables` are computed lazily, at most once each."""

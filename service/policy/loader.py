@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,63 +69,65 @@ def load_policies(
     label: str | None = None,
     engine: str = DEFAULT_ENGINE,
     compare_engines: bool = True,
+    previous: PolicySet | None = None,
 ) -> PolicySet:
     """Load and compile every policy below `directory`; raise `PolicyError` listing them all.
 
     `label` names the directory in problems instead of its path (e.g. a git revision's tree);
     `engine` is the CEL engine that will evaluate them (service/policy/engines);
     `compare_engines`: also warn where the other engine disagrees (`check` and `test` do; a
-    server does not, so that it compiles each expression once, under the engine it serves).
+    server does not, so that it compiles each expression once, under the engine it serves);
+    `previous`: a set loaded before (a reload's), whose policies are taken over unchanged
+    where neither their file nor a base's changed: a reload compiles only what changed.
     """
     cel_engine = get_engine(engine)
     if not directory.is_dir():
         raise PolicyError(
             [Problem(file=label or str(directory), message="no such policy directory")]
         )
-    problems: list[Problem] = []
+    files, digest, problems = _read(directory, label)
+    contents = {name: file.content for name, file in files.items()}
+    known = previous.policies if previous is not None else {}
+
+    def key_of(name: str, extends: tuple[str, ...]) -> str | None:
+        if any(n not in contents for n in (name, *extends)):
+            return None
+        return _key(engine, compare_engines, [contents[n] for n in (name, *extends)])
+
+    # What neither changed nor extends what changed is taken over without reading its YAML.
+    kept = {
+        name: policy
+        for name, policy in known.items()
+        if name in files and policy.key == key_of(name, policy.extends)
+    }
     documents: dict[str, Document] = {}
-    digest = hashlib.sha256()
-    files: dict[str, str] = {}  # policy name -> the file that defines it
-    for path in policy_files(directory):
-        relative = path.relative_to(directory).as_posix()
-        name = relative.removesuffix(path.suffix)
-        shown = display(directory, path, label)
-        if not POLICY_NAME.match(name):
-            problems.append(
-                Problem(file=shown, message=f"policy name `{name}` may use only A-Z a-z 0-9 . _ -")
-            )
+    pending = [name for name in files if name not in kept]
+    while pending:  # each changed file, and the bases it extends (to resolve it)
+        name = pending.pop()
+        if name in documents or name not in files:
             continue
-        if name in files:
-            message = f"policy `{name}` is also defined by `{files[name]}`: keep one of the two"
-            problems.append(Problem(file=shown, message=message))
-            continue
-        files[name] = shown
-        try:
-            raw = path.read_bytes()
-            digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)
-            source = parse_source(raw, shown, relative)
-        except OSError as exc:
-            problems.append(Problem(file=shown, message=f"cannot read: {exc.strerror}"))
-            continue
-        except PolicyError as exc:
-            problems.extend(exc.problems)
-            continue
-        if isinstance(source.data, dict) and source.data.get("kind") in OTHER_KINDS:
-            continue  # e.g. webhook sources: kept beside the policies, loaded elsewhere
-        document, found = validate(source, PolicyDocument)
+        document, found = _document(files[name])
         problems.extend(found)
         if document is not None:
-            documents[name] = Document(source, document)
-        elif salvaged := _salvage(source):  # compile the valid parts, to report their problems
-            documents[name] = salvaged
-    every_parts, found = resolve(documents)
+            documents[name] = document
+            if document.document.extends is not None:
+                pending.append(document.document.extends)
+    documents = {name: documents[name] for name in files if name in documents}  # file order
+    every_parts, found = resolve(documents, names=files)
     problems.extend(found)
-    policies: dict[str, CompiledPolicy] = {}
+    policies: dict[str, CompiledPolicy] = dict(kept)
+    for policy in kept.values():
+        problems.extend(policy.problems)  # the same files compile the same way
     for name, parts in every_parts.items():
-        policy, found = compile_policy(parts, cel_engine, compare_engines=compare_engines)
+        if name in kept:
+            continue
+        compiled, found = compile_policy(parts, cel_engine, compare_engines=compare_engines)
         problems.extend(found)
-        if policy is not None:
-            policies[name] = policy
+        if compiled is not None:
+            key = key_of(name, parts.extends) or ""
+            policies[name] = replace(compiled, key=key, problems=tuple(found))
+    policies = {name: policies[name] for name in files if name in policies}  # file order
+    problems.sort(key=lambda p: (p.file, p.line, p.column))  # stable: by file, then line
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)
     return PolicySet(
@@ -134,6 +137,68 @@ def load_policies(
         engine=engine,
         warnings=tuple(problems),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _File:
+    path: Path
+    relative: str
+    shown: str  # as problems name it
+    raw: bytes
+    content: bytes  # a digest of what it holds and how it is shown
+
+
+def _read(directory: Path, label: str | None) -> tuple[dict[str, _File], Any, list[Problem]]:
+    """Every policy file by name (unparsed), the digest of them all, and naming problems."""
+    problems: list[Problem] = []
+    files: dict[str, _File] = {}
+    digest = hashlib.sha256()
+    for path in policy_files(directory):
+        relative = path.relative_to(directory).as_posix()
+        name = relative.removesuffix(path.suffix)
+        shown = display(directory, path, label)
+        if not POLICY_NAME.match(name):
+            message = f"policy name `{name}` may use only A-Z a-z 0-9 . _ -"
+            problems.append(Problem(file=shown, message=message))
+            continue
+        if name in files:
+            message = (
+                f"policy `{name}` is also defined by `{files[name].shown}`: keep one of the two"
+            )
+            problems.append(Problem(file=shown, message=message))
+            continue
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            problems.append(Problem(file=shown, message=f"cannot read: {exc.strerror}"))
+            continue
+        digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)
+        content = hashlib.sha256(f"{shown}\0".encode() + raw).digest()
+        files[name] = _File(path, relative, shown, raw, content)
+    return files, digest, problems
+
+
+def _document(file: _File) -> tuple[Document | None, list[Problem]]:
+    """The file parsed and validated (None: not a policy, or nothing worth compiling)."""
+    try:
+        source = parse_source(file.raw, file.shown, file.relative)
+    except PolicyError as exc:
+        return None, list(exc.problems)
+    if isinstance(source.data, dict) and source.data.get("kind") in OTHER_KINDS:
+        return None, []  # e.g. webhook sources: kept beside the policies, loaded elsewhere
+    document, found = validate(source, PolicyDocument)
+    if document is not None:
+        return Document(source, document), found
+    return _salvage(source), found  # compile the valid parts, to report their problems
+
+
+def _key(engine: str, compare_engines: bool, files: list[bytes]) -> str:
+    """What a compiled policy depends on: its file and its bases' (content and the name shown
+    in problems), the engine, and whether the engines were compared."""
+    hasher = hashlib.sha256(f"{engine}\0{compare_engines}\0".encode())
+    for file in files:
+        hasher.update(file)
+    return hasher.hexdigest()
 
 
 Part = tuple[tuple[str | int, ...], Any, type]

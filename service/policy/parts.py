@@ -9,7 +9,7 @@ A child's `params` and `variables` are merged over its base's, key by key; its r
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +65,12 @@ class PolicyParts:
     broken: bool = field(default=False)  # compile only to report problems
 
 
-def resolve(documents: Mapping[str, Document]) -> tuple[dict[str, PolicyParts], list[Problem]]:
-    """Merge every policy with its bases; unknown bases and cycles are problems."""
-    resolver = _Resolver(documents)
+def resolve(
+    documents: Mapping[str, Document], names: Iterable[str] | None = None
+) -> tuple[dict[str, PolicyParts], list[Problem]]:
+    """Merge every policy with its bases; unknown bases and cycles are problems. `names`:
+    every policy there is, for the hint at an unknown base (default: the documents)."""
+    resolver = _Resolver(documents, list(names) if names is not None else list(documents))
     parts = {}
     for name in documents:
         resolved = resolver.parts(name, ())
@@ -77,8 +80,9 @@ def resolve(documents: Mapping[str, Document]) -> tuple[dict[str, PolicyParts], 
 
 
 class _Resolver:
-    def __init__(self, documents: Mapping[str, Document]) -> None:
+    def __init__(self, documents: Mapping[str, Document], names: list[str]) -> None:
         self.documents = documents
+        self.names = names
         self.problems: list[Problem] = []
         self.done: dict[str, PolicyParts | None] = {}
 
@@ -102,7 +106,7 @@ class _Resolver:
             )
             return None
         if doc.extends not in self.documents:
-            hint = did_you_mean(doc.extends, self.documents)
+            hint = did_you_mean(doc.extends, self.names)
             self._error(extends, f"unknown base policy `{doc.extends}`{hint}")
             return None
         trail = (*chain, name)

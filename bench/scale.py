@@ -1,0 +1,201 @@
+"""Scale, in process: an organisation's repository of many policies, and policies of many rules.
+
+    python bench/scale.py --policies 100,1000      # make bench-scale
+
+For each size, generates that many team policies (variants of the bundled ones, one in eight
+`extends` a team base) into a temporary directory and measures what a server does with them:
+the first load (as `serve` compiles: one engine), the process's resident memory after it, and
+a reload after one base file is edited (taking over what did not change) against a reload
+from scratch. Then one policy of 10, 100 and 1,000 rules decided by its last rule, and an
+attribute-heavy request (a 30,000-number list) against a small one on `default`. Results are
+printed and written to bench/results/scale-<time>.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies  # noqa: E402
+from service.policy.request import decode_request  # noqa: E402
+
+POLICIES = ROOT / "policies"
+RESULTS = ROOT / "bench" / "results"
+NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policies", default="100,1000", help="sizes, comma-separated")
+    parser.add_argument("--engine", default="cel-expr-python")
+    return parser.parse_args()
+
+
+def bases() -> list[str]:
+    """The bundled policies that extend nothing, as text."""
+    texts = []
+    for path in sorted(POLICIES.rglob("*.yaml")):
+        text = path.read_text(encoding="utf-8")
+        if "kind: ConnectionPolicy" in text and "\nextends:" not in text:
+            texts.append(text)
+    return texts
+
+
+def generate(directory: Path, count: int) -> Path:
+    """`count` team policies under directory/teams; returns the path of one that another
+    extends."""
+    templates = bases()
+    teams = directory / "teams"
+    teams.mkdir(parents=True)
+    for index in range(count):
+        name = f"t{index:05d}"
+        if index % 8 == 7:  # one in eight extends the base before it
+            base = f"teams/t{index - 1:05d}"
+            text = (
+                "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
+                f"extends: {base}\ndescription: team {index}, on its base\nrules_after:\n"
+                f"  - {{id: extra-{index}, when: 'request.message.contains(\"x{index}\")',"
+                " decision: accept, rationale: r}\n"
+            )
+        else:
+            text = f"# team {index}\n" + templates[index % len(templates)]
+        (teams / f"{name}.yaml").write_text(text, encoding="utf-8")
+    return teams / "t00006.yaml"  # the base of t00007
+
+
+def rss_mib() -> float:
+    status = Path("/proc/self/status").read_text()
+    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(found.group(1)) / 1024 if found else float("nan")
+
+
+def seconds(work: Callable[[], object]) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = work()
+    return time.perf_counter() - started, result
+
+
+def per_call_us(work: Callable[[], object], number: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(number):
+            work()
+        best = min(best, (time.perf_counter() - started) / number)
+    return best * 1e6
+
+
+def repository(count: int, engine: str) -> list[str]:
+    with tempfile.TemporaryDirectory() as name:
+        directory = Path(name)
+        base = generate(directory, count)
+        gc.collect()
+        before = rss_mib()
+        load, first = seconds(
+            lambda: load_policies(directory, engine=engine, compare_engines=False)
+        )
+        assert isinstance(first, PolicySet)
+        after = rss_mib()
+        base.write_text(base.read_text(encoding="utf-8") + "# edited\n")
+        reload, again = seconds(
+            lambda: load_policies(directory, engine=engine, compare_engines=False, previous=first)
+        )
+        assert isinstance(again, PolicySet)
+        kept = sum(again.policies[n] is first.policies.get(n) for n in again.policies)
+        scratch, _ = seconds(lambda: load_policies(directory, engine=engine, compare_engines=False))
+        shutil.rmtree(directory / "teams")
+    return [
+        f"| {count:,} | {load:.2f} s | {after - before:,.0f} MiB | {reload:.2f} s "
+        f"({len(again.policies) - kept} recompiled) | {scratch:.2f} s |"
+    ]
+
+
+def rules(engine: str) -> list[str]:
+    lines = []
+    request = decode_request(
+        b'{"requester": {"name": "A", "has_photo": true}, "recipient": {"name": "B",'
+        b' "has_photo": true}, "relationship": {"mutual_connections": 0}}'
+    )
+    times = {}
+    for count in (10, 100, 1000):
+        with tempfile.TemporaryDirectory() as name:
+            directory = Path(name)
+            body = "".join(
+                f"  - {{id: r{i}, when: 'request.relationship.mutual_connections == "
+                f"{count - 1 - i}', decision: accept, rationale: 'rule {i}'}}\n"
+                for i in range(count)
+            )
+            (directory / "p.yaml").write_text(
+                "apiVersion: handshake/v1\nkind: ConnectionPolicy\nrules:\n"
+                f"{body}default: {{decision: ignore, rationale: none}}\n"
+            )
+            policy_set = load_policies(directory, engine=engine, compare_engines=False)
+            decision = evaluate(policy_set, "p", request, now=NOW)
+            assert decision.rule == f"r{count - 1}", decision.rule
+            times[count] = per_call_us(
+                lambda policy_set=policy_set: evaluate(policy_set, "p", request, now=NOW), 200
+            )
+            lines.append(f"| {count:,} rules, decided by the last | {times[count]:,.0f} µs |")
+    lines.append(f"| 100 rules / 10 rules | {times[100] / times[10]:.1f}x (target ≤ 3x) |")
+    return lines
+
+
+def attributes(engine: str) -> list[str]:
+    policy_set = load_policies(POLICIES, engine=engine, compare_engines=False)
+    small = decode_request((ROOT / "examples" / "requests" / "stranger.json").read_bytes())
+    heavy = ConnectionRequest(
+        requester=small.requester,
+        recipient=small.recipient,
+        attributes={"xs": list(range(30_000))},
+    )
+    a = per_call_us(lambda: evaluate(policy_set, "default", small, now=NOW), 300)
+    b = per_call_us(lambda: evaluate(policy_set, "default", heavy, now=NOW), 30)
+    return [
+        f"| `default`, small request | {a:,.0f} µs |",
+        f"| `default`, 30,000-number attribute list | {b:,.0f} µs ({b / a:.0f}x; target ≤ 25x) |",
+    ]
+
+
+def main() -> int:
+    args = parse_args()
+    sizes = [int(size) for size in args.policies.split(",")]
+    out = [
+        f"# Scale, in process ({args.engine}), {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- machine: {platform.machine()}, {_cpu()}, Python {platform.python_version()}",
+        "",
+        "| policies | first load | RSS added | one base edited: reload | reload from scratch |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for size in sizes:
+        out += repository(size, args.engine)
+    out += ["", "| rules and attributes | per decision |", "|---|---:|"]
+    out += rules(args.engine) + attributes(args.engine)
+    text = "\n".join(out) + "\n"
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.md").write_text(text)
+    return 0
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
