@@ -60,6 +60,15 @@ class CompiledPolicy:
     key: str = ""  # what it was compiled from: its file and its bases', the engine (loader.py)
     problems: tuple[Problem, ...] = ()  # the warnings compiling it gave
 
+    def programs(self) -> list[Program]:
+        """Every program: variables, conditions, then each outcome's placeholders."""
+        outcomes = [*(rule.outcome for rule in self.rules), self.default]
+        return [
+            *self.variables.values(),
+            *(rule.when for rule in self.rules),
+            *(p for outcome in outcomes for p in outcome.placeholder_programs()),
+        ]
+
     def scope(self, request: ConnectionRequest, now: datetime) -> Scope:
         """The names CEL sees; `variables` are computed lazily, at most once each."""
         return self.engine.scope(

@@ -17,7 +17,6 @@ from service.policy.cel import (
     CelSyntaxError,
     Expression,
     parse,
-    references,
     request_fields,
 )
 from service.policy.cel.checker import TypeCheckError, type_check
@@ -82,6 +81,9 @@ def compile_policy(
         # It runs the expressions: only bounded ones.
         probe(policy, parts, compiler.report, compare_engines=compare_engines)
     failed = parts.broken or any(p.severity == "error" for p in compiler.problems)
+    if policy is not None:
+        for program in policy.programs():
+            program.expression.release()  # checked and compiled: the text is what stays
     return (None if failed else policy), compiler.problems
 
 
@@ -179,7 +181,7 @@ class _Compiler:
                     [outcome.placeholder_programs() for outcome in outcomes],
                 )
             ),
-            request_fields=request_fields(p.expression.tree for p in programs),
+            request_fields=request_fields(p.expression for p in programs),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:
@@ -275,7 +277,7 @@ class _Compiler:
         self, expression: Expression, *, deps: str | None
     ) -> Iterable[tuple[str, tuple[int, int]]]:
         """Static checks of one expression: (message, position inside the expression)."""
-        for found in references(expression.tree):
+        for found in expression.references:
             if isinstance(found, Misuse):
                 yield found.message, found.position
             elif isinstance(found, Call):

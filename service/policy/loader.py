@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from service.policy.cel import forget_trees
 from service.policy.compiled import CompiledPolicy, PolicySet
 from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
@@ -127,6 +128,7 @@ def load_policies(
             key = key_of(name, parts.extends) or ""
             policies[name] = replace(compiled, key=key, problems=tuple(found))
     policies = {name: policies[name] for name in files if name in policies}  # file order
+    forget_trees()  # kept for the texts this load shared; compiled, it needs none
     problems.sort(key=lambda p: (p.file, p.line, p.column))  # stable: by file, then line
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)

@@ -24,7 +24,6 @@ from service.policy.cel import (
     Found,
     Misuse,
     parse,
-    references,
     to_json,
 )
 from service.policy.cel.schema import Field, Message
@@ -171,7 +170,7 @@ class _MappingCompiler:
             self.error(site, exc.message, position=position)
             return
         ok = True
-        for found in references(program.expression.tree):
+        for found in program.expression.references:
             message = _check(found)
             if message:
                 self.error(site, message)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from service.policy.cel import EvalError, Reference, Value, references, to_json, type_name
+from service.policy.cel import EvalError, Reference, Value, to_json, type_name
 from service.policy.compiled import CompiledOutcome, CompiledPolicy
 from service.policy.engines import ENGINES, Engine, Program, Scope, get_engine
 from service.policy.errors import with_article
@@ -204,7 +204,7 @@ class _Probe:
         pending = [program]
         seen: set[str] = set()
         while pending:
-            for found in references(pending.pop().expression.tree):
+            for found in pending.pop().expression.references:
                 if isinstance(found, Reference):
                     if found.path[0] in ("request", "now"):
                         return False

@@ -23,7 +23,7 @@ from tests.strategies import REQUESTS
 
 
 def fields_of(*texts: str) -> Any:
-    return request_fields(parse(text).tree for text in texts)
+    return request_fields(parse(text) for text in texts)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,13 @@ from service.policy.cel.references import (
     references,
 )
 from service.policy.cel.schema import REQUEST, RequestFields, request_fields
-from service.policy.cel.syntax import MAX_SYNTAX_DEPTH, CelSyntaxError, Expression, parse
+from service.policy.cel.syntax import (
+    MAX_SYNTAX_DEPTH,
+    CelSyntaxError,
+    Expression,
+    forget_trees,
+    parse,
+)
 from service.policy.cel.values import (
     BUDGET_MESSAGE,
     ITERATION_BUDGET,
@@ -49,6 +55,7 @@ __all__ = [
     "RequestFields",
     "Tree",
     "Value",
+    "forget_trees",
     "json_number",
     "parse",
     "references",

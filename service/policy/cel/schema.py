@@ -13,7 +13,8 @@ from typing import Literal
 
 import msgspec
 
-from service.policy.cel.references import Reference, Tree, references
+from service.policy.cel.references import Reference
+from service.policy.cel.syntax import Expression
 from service.policy.cel.values import type_name
 from service.policy.errors import did_you_mean
 from service.policy.request import ConnectionRequest
@@ -169,14 +170,14 @@ def check_path(path: tuple[str, ...], shape: Shape) -> tuple[int, str] | None:
 RequestFields = Mapping[str, tuple[str, ...] | None]
 
 
-def request_fields(trees: Iterable[Tree]) -> RequestFields | None:
+def request_fields(expressions: Iterable[Expression]) -> RequestFields | None:
     """What these expressions read of the request: per top-level field, the sub-fields read
     (sorted), or None for all of it; None overall when `request` is used whole (or in a way
     this does not follow, such as an index). An engine may leave every other field out of the
     data it builds for an evaluation: nothing can read it."""
     read: dict[str, set[str] | None] = {}
-    for tree in trees:
-        for found in references(tree):
+    for expression in expressions:
+        for found in expression.references:
             if not isinstance(found, Reference) or found.path[0] != "request":
                 continue
             path = found.path

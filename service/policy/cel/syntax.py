@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from importlib import resources
 
 import lark
 
-from service.policy.cel.references import Reference, Tree, references
+from service.policy.cel.references import Found, Reference, Tree, references
 
-__all__ = ["MAX_SYNTAX_DEPTH", "OPERATORS", "CelSyntaxError", "Expression", "parse"]
+__all__ = [
+    "MAX_SYNTAX_DEPTH",
+    "OPERATORS",
+    "CelSyntaxError",
+    "Expression",
+    "forget_trees",
+    "parse",
+]
 
 # The grammar's rule for each operator, and the operator as written.
 OPERATORS = {
@@ -52,17 +58,61 @@ class CelSyntaxError(Exception):
         self.message, self.line, self.column = message, line, column
 
 
-@dataclass(frozen=True, slots=True)
 class Expression:
-    """One expression as the front end sees it, whatever engine runs it."""
+    """One expression as the front end sees it, whatever engine runs it: its text, its parse
+    tree, what it refers to, and the `variables.<name>` it reads directly.
 
-    text: str
-    tree: Tree
-    variables: frozenset[str]  # the `variables.<name>` it reads directly
+    The tree serves the checks at load; a compiled program needs only the text (Google's CEL)
+    or holds its own reference (cel-python). `release()` lets the tree go once a policy is
+    compiled (trees were most of a compiled set's memory); asked for again, it is parsed
+    again, the same."""
+
+    __slots__ = ("_found", "_tree", "text", "variables")
+
+    def __init__(self, text: str, tree: Tree) -> None:
+        self.text = text
+        self._tree: Tree | None = tree
+        self._found: list[Found] | None = None
+        self.variables = frozenset(
+            found.path[1]
+            for found in self.references
+            if isinstance(found, Reference) and found.path[0] == "variables" and len(found.path) > 1
+        )
+
+    @property
+    def tree(self) -> Tree:
+        if self._tree is None:
+            self._tree = _tree(self.text)
+        return self._tree
+
+    @property
+    def references(self) -> list[Found]:
+        """What it refers to (references.py), read off the tree once."""
+        if self._found is None:
+            self._found = references(self.tree)
+        return self._found
+
+    def release(self) -> None:
+        self._tree = self._found = None
+
+    def __repr__(self) -> str:
+        return f"Expression({self.text!r})"
 
 
 def parse(text: str) -> Expression:
     """Text -> `Expression`; raises `CelSyntaxError` with a position."""
+    return Expression(text, _tree(text))
+
+
+def forget_trees() -> None:
+    """Let go of the trees kept for texts seen (a load calls it when done)."""
+    _tree.cache_clear()
+
+
+@functools.lru_cache(maxsize=4096)
+def _tree(text: str) -> Tree:
+    """The parse tree of `text`, checked for height. Many policies of one repository share
+    expressions, so trees are kept for the texts seen last (nothing changes a tree)."""
     try:
         tree = _parser().parse(text)
     except (lark.UnexpectedToken, lark.UnexpectedCharacters) as exc:
@@ -76,12 +126,7 @@ def parse(text: str) -> Expression:
             f"expression nests too deeply (more than {MAX_SYNTAX_DEPTH} levels of syntax): "
             "split it into variables"
         )
-    variables = frozenset(
-        found.path[1]
-        for found in references(tree)
-        if isinstance(found, Reference) and found.path[0] == "variables" and len(found.path) > 1
-    )
-    return Expression(text, tree, variables)
+    return tree
 
 
 @functools.cache

@@ -15,23 +15,13 @@ from service.policy.cel.functions import COMPREHENSIONS
 from service.policy.cel.references import Tree, arguments, bare_name, selection
 from service.policy.cel.syntax import OPERATORS
 
-__all__ = ["names_in", "render"]
+__all__ = ["render"]
 
 
 def render(tree: Tree, variables: Mapping[str, str]) -> str:
     """The expression as text, each `variables.<name>` in `variables` written as the name it
     maps to (one that is not a comprehension's own `variables`)."""
     return _Renderer(variables).node(tree, frozenset())
-
-
-def names_in(tree: Tree) -> set[str]:
-    """Every identifier the expression holds (names, fields, functions, comprehension
-    variables): a name bound around it must not be one of them."""
-    return {
-        str(t.value)
-        for t in tree.scan_values(lambda t: isinstance(t, lark.Token))
-        if t.type == "IDENT"
-    }
 
 
 class _Renderer:

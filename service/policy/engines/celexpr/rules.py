@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.policy.cel import Expression
-from service.policy.cel.text import names_in, render
+from service.policy.cel.text import render
 from service.policy.engines.base import Match, Program, Rules, Scope
 from service.policy.engines.celexpr.data import plain
 from service.policy.engines.celexpr.runtime import run
@@ -68,7 +68,7 @@ def build(environment: Any, rules: Rules) -> CelRulesProgram | None:
         *rules.conditions,
         *(p for outcome in rules.placeholders for p in outcome),
     ]
-    if any(name.startswith(_BOUND) for p in programs for name in names_in(p.expression.tree)):
+    if any(_BOUND in p.expression.text for p in programs):
         return None  # a name of the policy's own could clash with a bound one
     writer = _Writer(environment, rules)
     segments = writer.segments(0, len(rules.conditions))
@@ -114,6 +114,10 @@ class _Writer:
         return f"[{index}, [{values}]]"
 
     def text(self, expression: Expression) -> str:
+        """The expression, its variables read from their bound names; as written when it reads
+        none (on lines of its own: a `//` comment ends with its line)."""
+        if not expression.variables:
+            return f"\n{expression.text}\n"
         return render(expression.tree, self.names)
 
     def order(self, programs: Sequence[Program]) -> list[str]:
