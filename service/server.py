@@ -22,7 +22,7 @@ from litestar import Litestar
 
 from service.api.app import create_app
 from service.api.auth import load_tokens
-from service.api.state import load_active
+from service.api.state import Active, load_active
 from service.log import configure_logging
 from service.policy import PolicyError
 from service.protocol import BoundedHttpToolsProtocol, Limits
@@ -87,8 +87,12 @@ def serve(settings: Settings) -> int:
     }
     target = "service.server:app_from_environment"
     if settings.workers > 1:
+        del active, policy_set  # each worker compiles its own; the supervisor serves nothing
+        gc.collect()
         uvicorn.run(target, **options)  # uvicorn's supervisor; drain with a preStop hook
     else:
+        _LOADED.append(active)  # the worker is this process: it serves what was checked
+        del active, policy_set
         DrainingServer(uvicorn.Config(target, **options), settings.shutdown_delay_seconds).run()
     return 0
 
@@ -160,6 +164,9 @@ def _export(settings: Settings) -> None:
 
 
 _APPS: list[Litestar] = []  # the app(s) of this process, for DrainingServer
+# What `serve` loaded to fail before binding, handed to the app when it runs in this process
+# (one worker), so that the policies are compiled, and held, once.
+_LOADED: list[Active] = []
 
 
 def app_from_environment() -> Litestar:
@@ -168,7 +175,7 @@ def app_from_environment() -> Litestar:
     configure_logging(settings)
     # `kill -USR1 <pid>`: every thread's stack on stderr, for a worker that seems stuck.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    app = create_app(settings)
+    app = create_app(settings, _LOADED.pop() if _LOADED else None)
     _APPS.append(app)
     # What is built by now lives as long as the worker (modules, the app, the compiled
     # policies): out of the cyclic collector's way, a full collection under load takes ~3 ms

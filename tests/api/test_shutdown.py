@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import signal
 import subprocess
 import threading
 import time
+from typing import Any
 
 import httpx
 import pytest
 import structlog
 import uvicorn
 
+import service.api.app
+import service.server
 from service.log import configure_logging
 from service.server import DrainingServer
 from service.settings import Settings
 from tests.api.conftest import sample
 from tests.api.server import running_server, stacks_of
+from tests.conftest import POLICIES
 
 BODY = {"request": sample("old-colleague")}
 
@@ -117,3 +122,29 @@ def test_a_sigterm_that_lands_inside_a_log_write_does_not_hang_the_worker() -> N
     assert '"seconds":1.0' in events[0]
     server.exit_at = time.monotonic()
     assert asyncio.run(server.on_tick(3)) is True
+
+
+def test_one_worker_compiles_the_policies_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` loads the policies to fail before binding; its one worker serves that set
+    instead of compiling (and holding) a second."""
+    loads: list[str] = []
+    real = service.server.load_active
+
+    def counted(settings: Settings, *args: Any, **kwargs: Any) -> Any:
+        loads.append(settings.policies)
+        return real(settings, *args, **kwargs)
+
+    served: list[Any] = []
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # serve() exports its settings
+    monkeypatch.setattr(service.server, "load_active", counted)
+    monkeypatch.setattr(service.api.app, "load_active", counted)
+    monkeypatch.setattr(service.server.gc, "freeze", lambda: None)
+    monkeypatch.setattr(
+        service.server.DrainingServer,
+        "run",
+        lambda self: served.append(service.server.app_from_environment()),
+    )
+    settings = Settings(policies=str(POLICIES), watch=False, authentication="none")
+    assert service.server.serve(settings) == 0
+    assert loads == [str(POLICIES)]
+    assert served[0].state.handshake.policy_set.policies.keys() >= {"default"}
