@@ -3,8 +3,9 @@
     python bench/scale.py --policies 100,1000      # make bench-scale
 
 For each size, generates that many team policies (variants of the bundled ones, one in eight
-`extends` a team base) into a temporary directory and measures what a server does with them:
-the first load (as `serve` compiles: one engine), the process's resident memory after it, and
+`extends` a team base) into a temporary directory and measures `handshake serve` on them (one
+worker: seconds until ready, its RSS), then what a server does with them, in process: the
+first load (as `serve` compiles: one engine), the process's resident memory after it, and
 a reload after one base file is edited (taking over what did not change) against a reload
 from scratch. Then one policy of 10, 100 and 1,000 rules decided by its last rule, and an
 attribute-heavy request (a 30,000-number list) against a small one on `default`. Results are
@@ -15,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import free_port  # noqa: E402
 from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies  # noqa: E402
 from service.policy.request import decode_request  # noqa: E402
 
@@ -97,10 +103,44 @@ def per_call_us(work: Callable[[], object], number: int) -> float:
     return best * 1e6
 
 
+def served(directory: Path, engine: str) -> tuple[float, float]:
+    """`handshake serve` (one worker) on `directory`: seconds until ready, and its RSS then."""
+    port = free_port()
+    env = {**os.environ, "HANDSHAKE_AUTHENTICATION": "none", "HANDSHAKE_WATCH": "false"}
+    env |= {"HANDSHAKE_LOG_LEVEL": "warning", "HANDSHAKE_CEL_ENGINE": engine}
+    command = [sys.executable, "-m", "service", "serve", "--policies", str(directory)]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        while time.perf_counter() - started < 300:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited with {process.returncode}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        ready = time.perf_counter() - started
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        return ready, int(found.group(1)) / 1024 if found else float("nan")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def repository(count: int, engine: str) -> list[str]:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         base = generate(directory, count)
+        ready, server_rss = served(directory, engine)
         gc.collect()
         before = rss_mib()
         load, first = seconds(
@@ -117,8 +157,9 @@ def repository(count: int, engine: str) -> list[str]:
         scratch, _ = seconds(lambda: load_policies(directory, engine=engine, compare_engines=False))
         shutil.rmtree(directory / "teams")
     return [
-        f"| {count:,} | {load:.2f} s | {after - before:,.0f} MiB | {reload:.2f} s "
-        f"({len(again.policies) - kept} recompiled) | {scratch:.2f} s |"
+        f"| {count:,} | {ready:.1f} s | {server_rss:,.0f} MiB | {load:.2f} s "
+        f"| {after - before:,.0f} MiB | {reload:.2f} s ({len(again.policies) - kept} recompiled) "
+        f"| {scratch:.2f} s |"
     ]
 
 
@@ -176,8 +217,9 @@ def main() -> int:
         "",
         f"- machine: {platform.machine()}, {_cpu()}, Python {platform.python_version()}",
         "",
-        "| policies | first load | RSS added | one base edited: reload | reload from scratch |",
-        "|---:|---:|---:|---:|---:|",
+        "| policies | serve: ready | serve: RSS | first load | RSS added | one base edited: "
+        "reload | reload from scratch |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         out += repository(size, args.engine)
