@@ -64,6 +64,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """A file of tokens, one `name:token` a line; read again on every reload (rotation)."""
     metrics_require_token: bool = False
     """Guard /metrics with the API tokens too."""
+    metrics_policies: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100
+    """How many policies get series of their own in the decision metrics; decisions of the
+    others are counted under `policy="_other"`, so /metrics stays small at any number of
+    policies (0: none by name)."""
     log_requester_hash_key: str | None = None
     """Add `requester_hash` (HMAC-SHA256 of the requester id with this key) to decision logs."""
     log_format: Literal["auto", "json", "console"] = "auto"

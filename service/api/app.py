@@ -39,7 +39,7 @@ invalid input is always 400, with the JSON path of each offending field.
 def create_app(settings: Settings | None = None, active: Active | None = None) -> Litestar:
     """The app; policies and webhook sources are loaded here unless `active` is given."""
     settings = settings or load_settings()
-    metrics = Metrics()
+    metrics = Metrics(settings.metrics_policies)
     tokens = load_tokens(settings)
     state = AppState(
         settings,

@@ -31,9 +31,16 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
+OTHER_POLICIES = "_other"
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, policies: int = 100) -> None:
+        """`policies`: how many policies may have series of their own (the first decided);
+        the rest share `policy="_other"`, so the series are bounded at any number of them."""
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._named: dict[str, str] = {}  # policy -> its label
+        self._policies = policies
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "handshake_http_requests",
@@ -91,10 +98,16 @@ class Metrics:
         self.policy_set_loaded.set(policy_set.loaded_at.timestamp())
 
     def decided(self, decision: Decision, seconds: float) -> None:
-        name = decision.policy.name
+        name = self._named.get(decision.policy.name) or self._label(decision.policy.name)
         errors = "true" if decision.errors else "false"
         self.child(self.decisions, name, decision.decision, errors).inc()
         self.child(self.evaluation_seconds, name).observe(seconds)
+
+    def _label(self, policy: str) -> str:
+        label = policy if len(self._named) < self._policies else OTHER_POLICIES
+        if label == policy or len(self._named) < 10 * self._policies + 1000:
+            self._named[policy] = label  # (bounded too: names beyond it are looked up again)
+        return label
 
     def child(self, metric: Any, *labels: str) -> Any:
         """`metric.labels(*labels)`, remembered: prometheus-client locks and checks on every
