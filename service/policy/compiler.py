@@ -161,6 +161,21 @@ class _Compiler:
             *(rule.when for rule in rules),
             *(p for outcome in outcomes for p in outcome.placeholder_programs()),
         ]
+        rules_program = self.engine.rules_program(
+            Rules(
+                variables,
+                [rule.when for rule in rules],
+                [outcome.placeholder_programs() for outcome in outcomes],
+            )
+        )
+        if rules_program is None and self.engine.one_call:
+            self.report(
+                Site(parts.source, ()),
+                f"{self.engine.name} cannot run these rules as one program (a rule nests too "
+                "deeply with the variables it reads, or a name starts with `hs_var_`): they "
+                "are decided one by one, which costs more",
+                severity="warning",
+            )
         return CompiledPolicy(
             name=parts.name,
             file=parts.source.name,
@@ -174,13 +189,7 @@ class _Compiler:
             rules=tuple(rules),
             default=default,
             engine=self.engine,
-            rules_program=self.engine.rules_program(
-                Rules(
-                    variables,
-                    [rule.when for rule in rules],
-                    [outcome.placeholder_programs() for outcome in outcomes],
-                )
-            ),
+            rules_program=rules_program,
             request_fields=request_fields(p.expression for p in programs),
         )
 

@@ -105,3 +105,21 @@ def test_any_number_of_rules_runs_as_a_rules_program(tmp_path: Path) -> None:
         assert (fast.rule, fast.rationale) == (
             (f"r{n}", f"rule {n} for {n}") if n < 40 else (None, "none matched")
         )
+
+
+def test_check_says_when_the_rules_cannot_run_as_one_program(tmp_path: Path) -> None:
+    """A name of the policy's own that could clash with a bound variable's: rule by rule,
+    and a warning saying so (under the C++ engine; cel-python always goes rule by rule)."""
+    policy_set = load(
+        tmp_path,
+        "  - {id: r, when: '[1].exists(hs_var_x, hs_var_x > 0)', decision: accept, rationale: r}\n",
+    )
+    policy = policy_set.get("p")  # type: ignore[attr-defined]
+    assert policy.rules_program is None
+    assert [w.message for w in policy_set.warnings] == [  # type: ignore[attr-defined]
+        "cel-expr-python cannot run these rules as one program (a rule nests too deeply with "
+        "the variables it reads, or a name starts with `hs_var_`): they are decided one by "
+        "one, which costs more"
+    ]
+    decision = evaluate(policy_set, "p", REQUEST, now=NOW)  # type: ignore[arg-type]
+    assert (decision.decision, decision.rule) == ("accept", "r")

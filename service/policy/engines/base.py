@@ -74,6 +74,7 @@ class RulesProgram(Protocol):
 
 class Engine(Protocol):
     name: str
+    one_call: bool  # whether `rules_program` builds one (else rules go one by one by design)
 
     def compile(self, expression: Expression) -> Program:
         """Raises `CelSyntaxError` when this engine cannot run the expression."""

@@ -25,6 +25,7 @@ class CelExpr:
     """The `cel-expr-python` engine."""
 
     name = "cel-expr-python"
+    one_call = True
 
     def compile(self, expression: Expression) -> CelProgram:
         return CelProgram(expression)

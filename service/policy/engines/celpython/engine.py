@@ -155,6 +155,7 @@ class CelPython:
     """The `cel-python` engine."""
 
     name = "cel-python"
+    one_call = False
 
     def compile(self, expression: Expression) -> PyProgram:
         return PyProgram(expression)
