@@ -126,6 +126,8 @@ def _tree(text: str) -> Tree:
             f"expression nests too deeply (more than {MAX_SYNTAX_DEPTH} levels of syntax): "
             "split it into variables"
         )
+    for node in tree.iter_subtrees():  # rule names as plain strings: lark's tokens compare
+        node.data = str(node.data)  # with `==` in Python, and the walks compare them a lot
     return tree
 
 

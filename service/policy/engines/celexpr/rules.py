@@ -118,7 +118,7 @@ class _Writer:
         none (on lines of its own: a `//` comment ends with its line)."""
         if not expression.variables:
             return f"\n{expression.text}\n"
-        return render(expression.tree, self.names)
+        return _bound(expression)
 
     def order(self, programs: Sequence[Program]) -> list[str]:
         """The variables these programs read, directly or not, each after those it reads."""
@@ -136,6 +136,31 @@ class _Writer:
             for name in sorted(program.expression.variables):
                 visit(name, ())
         return order
+
+
+class _Bound(dict[str, str]):
+    """Every variable's bound name: `variables.x` is read as `hs_var_x`."""
+
+    def get(self, name: str, default: str | None = None) -> str:  # type: ignore[override]
+        return f"{_BOUND}{name}"
+
+
+_BOUND_NAMES = _Bound()
+
+
+_RENDERED: dict[str, str] = {}  # expression text -> its text with variables bound
+_RENDERED_MAX = 8192
+
+
+def _bound(expression: Expression) -> str:
+    """The expression's text with its variables bound: the same for the same text in any
+    policy (a policy reads only its own variables), so rendered once for all of them."""
+    found = _RENDERED.get(expression.text)
+    if found is None:
+        found = render(expression.tree, _BOUND_NAMES)
+        if len(_RENDERED) < _RENDERED_MAX:
+            _RENDERED[expression.text] = found
+    return found
 
 
 def _distinct(programs: Sequence[Program]) -> list[Program]:

@@ -258,7 +258,7 @@ _TYPE_NAMES = {
 }
 
 _CLASS = re.compile(r"<class 'celpy\.celtypes\.(\w+)'>")
-_OVERLOAD = re.compile(r"found no matching overload for (?:Token\('RULE', '(\w+)'\)|(\S+))")
+_OVERLOAD = re.compile(r"found no matching overload for (?:Token\('RULE', '(\w+)'\)|'(\w+)'|(\S+))")
 _MISSING = re.compile(r"no such member in mapping: '([^']*)'")
 
 
@@ -273,7 +273,7 @@ def describe(error: CELEvalError) -> str:
     if match := _MISSING.search(text):
         return f"no such key `{match.group(1)}`"
     if match := _OVERLOAD.search(text):
-        rule, symbol = match.group(1), match.group(2)
+        rule, symbol = match.group(1) or match.group(2), match.group(3)
         operator = OPERATORS.get(rule, rule) if rule else symbol
         kinds = [_type_name_of_class(name) for name in _CLASS.findall(text)]
         on = f" on ({', '.join(kinds)})" if kinds else ""
