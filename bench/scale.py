@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import platform
 import re
@@ -32,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
 
 from bench.servers import free_port  # noqa: E402
 from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies  # noqa: E402
@@ -103,10 +106,12 @@ def per_call_us(work: Callable[[], object], number: int) -> float:
     return best * 1e6
 
 
-def served(directory: Path, engine: str) -> tuple[float, float]:
-    """`handshake serve` (one worker) on `directory`: seconds until ready, and its RSS then."""
+def served(directory: Path, engine: str, edit: Path) -> tuple[float, float, float, float]:
+    """`handshake serve` (one worker, watching) on `directory`: seconds until ready, its RSS
+    then; and, while `edit` is changed and the set reloaded, the slowest of a sequential run
+    of requests and the seconds until the new set was live."""
     port = free_port()
-    env = {**os.environ, "HANDSHAKE_AUTHENTICATION": "none", "HANDSHAKE_WATCH": "false"}
+    env = {**os.environ, "HANDSHAKE_AUTHENTICATION": "none", "HANDSHAKE_WATCH": "true"}
     env |= {"HANDSHAKE_LOG_LEVEL": "warning", "HANDSHAKE_CEL_ENGINE": engine}
     command = [sys.executable, "-m", "service", "serve", "--policies", str(directory)]
     started = time.perf_counter()
@@ -130,17 +135,44 @@ def served(directory: Path, engine: str) -> tuple[float, float]:
         ready = time.perf_counter() - started
         status = Path(f"/proc/{process.pid}/status").read_text()
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        return ready, int(found.group(1)) / 1024 if found else float("nan")
+        rss = int(found.group(1)) / 1024 if found else float("nan")
+        slowest, live = _reload_under_probe(f"http://127.0.0.1:{port}", edit)
+        return ready, rss, slowest, live
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def _reload_under_probe(url: str, edit: Path) -> tuple[float, float]:
+    """Requests one after another while `edit` changes: the slowest (ms), and the seconds
+    from the change until the server reports a new digest (at most 60 s, 100,000 requests)."""
+    body = json.dumps(
+        {"request": json.loads((ROOT / "examples" / "requests" / "stranger.json").read_text())}
+    ).encode()
+    with httpx.Client(base_url=url, timeout=30) as client:
+        digest = client.get("/health/ready").json()["digest"]
+        for _ in range(200):  # warm
+            client.post("/evaluate", content=body, headers={"content-type": "application/json"})
+        edit.write_text(edit.read_text(encoding="utf-8") + "# edited under load\n")
+        changed = time.perf_counter()
+        slowest, live = 0.0, float("nan")
+        for count in range(100_000):
+            started = time.perf_counter()
+            client.post("/evaluate", content=body, headers={"content-type": "application/json"})
+            slowest = max(slowest, time.perf_counter() - started)
+            if count % 50 == 0 and client.get("/health/ready").json()["digest"] != digest:
+                live = time.perf_counter() - changed
+                break
+            if time.perf_counter() - changed > 60:
+                break
+    return slowest * 1000, live
 
 
 def repository(count: int, engine: str) -> list[str]:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         base = generate(directory, count)
-        ready, server_rss = served(directory, engine)
+        ready, server_rss, slowest, live = served(directory, engine, base)
         gc.collect()
         before = rss_mib()
         load, first = seconds(
@@ -157,7 +189,8 @@ def repository(count: int, engine: str) -> list[str]:
         scratch, _ = seconds(lambda: load_policies(directory, engine=engine, compare_engines=False))
         shutil.rmtree(directory / "teams")
     return [
-        f"| {count:,} | {ready:.1f} s | {server_rss:,.0f} MiB | {load:.2f} s "
+        f"| {count:,} | {ready:.1f} s | {server_rss:,.0f} MiB | {live:.2f} s, slowest request "
+        f"{slowest:,.0f} ms | {load:.2f} s "
         f"| {after - before:,.0f} MiB | {reload:.2f} s ({len(again.policies) - kept} recompiled) "
         f"| {scratch:.2f} s |"
     ]
@@ -217,9 +250,9 @@ def main() -> int:
         "",
         f"- machine: {platform.machine()}, {_cpu()}, Python {platform.python_version()}",
         "",
-        "| policies | serve: ready | serve: RSS | first load | RSS added | one base edited: "
-        "reload | reload from scratch |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| policies | serve: ready | serve: RSS | serve: one file edited, live | first load "
+        "| RSS added | one base edited: reload | reload from scratch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         out += repository(size, args.engine)
