@@ -38,7 +38,8 @@ def test_an_edit_compiles_the_file_and_what_extends_it_and_nothing_else(tmp_path
     tree = copy(tmp_path)
     first = load_policies(tree)
     base = tree / "examples" / "my-field.yaml"  # examples/team-sales extends it
-    base.write_text(base.read_text().replace("a kind no", "a kind, honest no"))
+    base.write_text(base.read_text().replace("kind, honest no", "kind and honest no"))
+    assert "kind and honest no" in base.read_text()  # the edit changed the file
     second = load_policies(tree, previous=first)
     changed = {n for n in first.policies if second.policies[n] is not first.policies[n]}
     assert changed == {"examples/my-field", "examples/team-sales"}
