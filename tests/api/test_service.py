@@ -33,7 +33,7 @@ def test_list_policies(client: Client) -> None:
     met = next(p for p in body["policies"] if p["name"] == "examples/met-or-worked")
     assert met["rules"] == [
         {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:10"},
-        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:18"},
+        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:19"},
     ]
     assert met["default"] == "ignore"
 

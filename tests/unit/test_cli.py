@@ -50,7 +50,7 @@ def test_check_bundled_policies(
 ) -> None:
     code, out, _ = run(capsys, "check", str(POLICIES))
     assert code == 0
-    assert "8 policies, 2 webhook sources and 63 test cases" in out
+    assert "8 policies, 2 webhook sources and 66 test cases" in out
     assert "source `inbox-tool` has none of its secrets set" in out
     for name in ("EXAMPLE_CRM", "INBOX_TOOL"):
         monkeypatch.setenv(f"{name}_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
@@ -102,22 +102,22 @@ def test_policies_directory_from_the_environment(
 def test_test_command_runs_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES))
     assert code == 0
-    assert out.splitlines()[-1] == "126 passed, 0 failed (cel-expr-python, cel-python)"
+    assert out.splitlines()[-1] == "132 passed, 0 failed (cel-expr-python, cel-python)"
 
 
 def test_test_command_under_one_engine(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES), "--engine", "cel-python")
     assert code == 0
-    assert out.splitlines()[-1] == "63 passed, 0 failed (cel-python)"
+    assert out.splitlines()[-1] == "66 passed, 0 failed (cel-python)"
 
 
 def test_test_command_filter_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES), "--filter", "near-limit", "-v")
     assert code == 0
     lines = out.splitlines()
-    assert lines[-1] == "10 passed, 0 failed (cel-expr-python, cel-python)"
+    assert lines[-1] == "12 passed, 0 failed (cel-expr-python, cel-python)"
     assert all("examples/near-limit" in line for line in lines[:-1])
-    assert sum(line.endswith("[cel-python]") for line in lines) == 5
+    assert sum(line.endswith("[cel-python]") for line in lines) == 6
 
 
 def test_test_command_reports_expected_and_actual(
