@@ -15,7 +15,6 @@ import hashlib
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
 from typing import Any
 
 import msgspec
@@ -33,14 +32,13 @@ from service.policy.decision import (
 )
 from service.policy.engines import Match, Program, Scope
 from service.policy.request import ConnectionRequest
-from service.policy.wording import choose_locale
+from service.policy.wording import NOTHING_KNOWN, choose_locale
 
 __all__ = ["decision_id", "derived_id", "evaluate"]
 
 _NAMESPACE = uuid.UUID("6f0c5e0a-3c2e-4d59-9d38-2b1f8f2f6a11")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_NONE: Mapping[Program, Value] = MappingProxyType({})
 
 
 def decision_id(
@@ -116,7 +114,7 @@ def evaluate(
     elif match.position >= 0:
         rule_id, outcome = policy.rules[match.position].id, policy.rules[match.position].outcome
 
-    known = match.values if match is not None else _NONE
+    known = match.values if match is not None else NOTHING_KNOWN
     rationale, reply, outputs = _render(policy, outcome, rule_id, scope, known, locale, errors)
     return Decision(
         decision=outcome.decision,  # type: ignore[arg-type]

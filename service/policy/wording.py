@@ -17,9 +17,9 @@ import msgspec
 from service.policy.cel import CelSyntaxError, Value, parse, to_json
 from service.policy.engines import Engine, Program, Scope
 
-__all__ = ["Template", "TemplateError", "choose_locale", "compile_template"]
+__all__ = ["NOTHING_KNOWN", "Template", "TemplateError", "choose_locale", "compile_template"]
 
-_NONE: Mapping[Program, Value] = MappingProxyType({})
+NOTHING_KNOWN: Mapping[Program, Value] = MappingProxyType({})
 _PLACEHOLDER = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 
 
@@ -46,7 +46,7 @@ class Template:
     def placeholders(self) -> Iterable[Placeholder]:
         return (part for part in self.parts if isinstance(part, Placeholder))
 
-    def render(self, scope: Scope, known: Mapping[Program, Value] = _NONE) -> str:
+    def render(self, scope: Scope, known: Mapping[Program, Value] = NOTHING_KNOWN) -> str:
         """The text; raises `EvalError` when a placeholder fails. `known`: placeholder values
         computed already (by a rules program)."""
         texts = []
@@ -59,7 +59,7 @@ class Template:
             texts.append(to_text(to_json(value)))
         return "".join(texts)
 
-    def render_value(self, scope: Scope, known: Mapping[Program, Value] = _NONE) -> Any:
+    def render_value(self, scope: Scope, known: Mapping[Program, Value] = NOTHING_KNOWN) -> Any:
         """Like `render`, but a template that is one placeholder keeps its value's type."""
         if len(self.parts) == 1 and isinstance(self.parts[0], Placeholder):
             program = self.parts[0].program

@@ -14,7 +14,6 @@ leaves the policy rule by rule.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from service.policy.cel import Expression
@@ -29,21 +28,11 @@ __all__ = ["CelRulesProgram", "build"]
 _BOUND = "hs_var_"  # `variables.x` is bound as `hs_var_x`
 
 
-@dataclass(frozen=True, slots=True)
-class _Segment:
-    """Rules `start`..`end` as one compiled program; the last segment also answers the
-    default's placeholders when no rule matched."""
-
-    compiled: Any
-    start: int
-    end: int
-
-
 class CelRulesProgram:
     __slots__ = ("_placeholders", "_positions", "segments")
 
-    def __init__(self, segments: Sequence[_Segment], rules: Rules) -> None:
-        self.segments = tuple(segments)
+    def __init__(self, segments: Sequence[Any], rules: Rules) -> None:
+        self.segments = tuple(segments)  # compiled programs, each a run of rules in order
         self._placeholders = rules.placeholders  # per rule, then the default's (index -1)
         self._positions = [_positions(programs) for programs in rules.placeholders]
 
@@ -53,7 +42,7 @@ class CelRulesProgram:
         own: CelScope = scope  # type: ignore[assignment]  # this engine's (base.py)
         data = own.data
         for segment in self.segments:
-            index, values = run(segment.compiled, data=data)
+            index, values = run(segment, data=data)
             if index >= 0:
                 break
         index = int(index)
@@ -81,11 +70,12 @@ class _Writer:
         self.rules = rules
         self.names = {name: f"{_BOUND}{name}" for name in rules.variables}
 
-    def segments(self, start: int, end: int) -> list[_Segment] | None:
-        """Rules start..end in as few segments as compile; None when one rule cannot."""
+    def segments(self, start: int, end: int) -> list[Any] | None:
+        """Rules start..end in as few compiled segments as compile (the last one also answers
+        the default's placeholders); None when one rule cannot."""
         last = end == len(self.rules.conditions)
         try:
-            return [_Segment(self.compile(start, end, last), start, end)]
+            return [self.compile(start, end, last)]
         except RuntimeError as exc:
             if "recursion" not in str(exc) or end - start <= 1:
                 return None
@@ -104,7 +94,7 @@ class _Writer:
             used += self.rules.placeholders[-1]
         for name in reversed(self.order(used)):
             value = self.text(self.rules.variables[name].expression)
-            body = f"cel.bind({self.names[name]}, ({value}), {body})"
+            body = f"cel.bind({_BOUND}{name}, ({value}), {body})"
         return self.environment.compile(body, disable_check=True)
 
     def answer(self, index: int) -> str:
@@ -118,7 +108,7 @@ class _Writer:
         none (on lines of its own: a `//` comment ends with its line)."""
         if not expression.variables:
             return f"\n{expression.text}\n"
-        return _bound(expression)
+        return _bound(expression, self.names)
 
     def order(self, programs: Sequence[Program]) -> list[str]:
         """The variables these programs read, directly or not, each after those it reads."""
@@ -138,26 +128,17 @@ class _Writer:
         return order
 
 
-class _Bound(dict[str, str]):
-    """Every variable's bound name: `variables.x` is read as `hs_var_x`."""
-
-    def get(self, name: str, default: str | None = None) -> str:  # type: ignore[override]
-        return f"{_BOUND}{name}"
-
-
-_BOUND_NAMES = _Bound()
-
-
 _RENDERED: dict[str, str] = {}  # expression text -> its text with variables bound
 _RENDERED_MAX = 8192
 
 
-def _bound(expression: Expression) -> str:
+def _bound(expression: Expression, names: Mapping[str, str]) -> str:
     """The expression's text with its variables bound: the same for the same text in any
-    policy (a policy reads only its own variables), so rendered once for all of them."""
+    policy (a policy reads only its own variables, each bound as `hs_var_<name>`), so
+    rendered once for all of them."""
     found = _RENDERED.get(expression.text)
     if found is None:
-        found = render(expression.tree, _BOUND_NAMES)
+        found = render(expression.tree, names)
         if len(_RENDERED) < _RENDERED_MAX:
             _RENDERED[expression.text] = found
     return found
