@@ -19,14 +19,11 @@ import gc
 import json
 import os
 import platform
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench.servers import free_port  # noqa: E402
+from bench.servers import free_port, rss_mib, stop, wait_ready  # noqa: E402
 from service.policy import ConnectionRequest, PolicySet, evaluate, load_policies  # noqa: E402
 from service.policy.request import decode_request  # noqa: E402
 
@@ -84,12 +81,6 @@ def generate(directory: Path, count: int) -> Path:
     return teams / "t00006.yaml"  # the base of t00007
 
 
-def rss_mib() -> float:
-    status = Path("/proc/self/status").read_text()
-    found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-    return int(found.group(1)) / 1024 if found else float("nan")
-
-
 def seconds(work: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
     result = work()
@@ -111,36 +102,24 @@ def served(directory: Path, engine: str, edit: Path) -> tuple[float, float, floa
     then; and, while `edit` is changed and the set reloaded, the slowest of a sequential run
     of requests and the seconds until the new set was live."""
     port = free_port()
+    log = directory.with_name(f"{directory.name}-serve.log")  # outside the watched directory
     env = {**os.environ, "HANDSHAKE_AUTHENTICATION": "none", "HANDSHAKE_WATCH": "true"}
     env |= {"HANDSHAKE_LOG_LEVEL": "warning", "HANDSHAKE_CEL_ENGINE": engine}
     command = [sys.executable, "-m", "service", "serve", "--policies", str(directory)]
     started = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*command, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
     try:
-        while time.perf_counter() - started < 300:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}")
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(process, f"http://127.0.0.1:{port}/health/ready", log, "handshake")
         ready = time.perf_counter() - started
-        status = Path(f"/proc/{process.pid}/status").read_text()
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
-        rss = int(found.group(1)) / 1024 if found else float("nan")
+        rss = rss_mib(process.pid)
         slowest, live = _reload_under_probe(f"http://127.0.0.1:{port}", edit)
         return ready, rss, slowest, live
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop(process)
+        log.unlink(missing_ok=True)
 
 
 def _reload_under_probe(url: str, edit: Path) -> tuple[float, float]:
@@ -174,12 +153,12 @@ def repository(count: int, engine: str) -> list[str]:
         base = generate(directory, count)
         ready, server_rss, slowest, live = served(directory, engine, base)
         gc.collect()
-        before = rss_mib()
+        before = rss_mib(os.getpid())
         load, first = seconds(
             lambda: load_policies(directory, engine=engine, compare_engines=False)
         )
         assert isinstance(first, PolicySet)
-        after = rss_mib()
+        after = rss_mib(os.getpid())
         base.write_text(base.read_text(encoding="utf-8") + "# edited\n")
         reload, again = seconds(
             lambda: load_policies(directory, engine=engine, compare_engines=False, previous=first)

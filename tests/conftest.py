@@ -26,14 +26,10 @@ POLICIES = Path(__file__).parent.parent / "policies"
 
 
 @functools.cache
-def bundled_policies(
-    engine: str = DEFAULT_ENGINE, *, compare_engines: bool = True, revision: str | None = None
-) -> PolicySet:
+def bundled_policies(engine: str = DEFAULT_ENGINE, *, compare_engines: bool = True) -> PolicySet:
     """The bundled policies, compiled once per engine for the whole run and shared: a policy
     set is frozen. (Loaded by each test, they were a quarter of the run's time.)"""
-    return load_policies(
-        POLICIES, engine=engine, compare_engines=compare_engines, revision=revision
-    )
+    return load_policies(POLICIES, engine=engine, compare_engines=compare_engines)
 
 
 def _yaml(path: Path) -> Any:

@@ -13,11 +13,9 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.api import create_app
-from service.api.state import Active, webhooks_path
+from service.api.state import load_active
 from service.log import configure_logging
-from service.revision import policy_revision
 from service.settings import Settings
-from service.webhook_sources import Webhooks, load_webhooks
 from tests.conftest import POLICIES, bundled_policies
 
 REQUESTS = POLICIES.parent / "examples" / "requests"
@@ -35,18 +33,12 @@ class Log(io.StringIO):
 
 
 def app_for(settings: Settings) -> Litestar:
-    """`create_app(settings)`, the bundled policies compiled once for the whole run (as the
-    app compiles them: the engine that serves, with the directory's revision)."""
+    """`create_app(settings)`, the bundled policies compiled once for the whole run: the app's
+    load takes them over from the shared set, as a reload takes over what did not change."""
     if Path(settings.policies) != POLICIES:
         return create_app(settings)
-    policy_set = bundled_policies(
-        settings.cel_engine,
-        compare_engines=False,
-        revision=policy_revision(POLICIES, settings.revision),
-    )
-    path = webhooks_path(settings)
-    webhooks = load_webhooks(path, policy_set, settings.default_policy) if path else Webhooks()
-    return create_app(settings, Active(policy_set, webhooks))
+    shared = bundled_policies(settings.cel_engine, compare_engines=False)
+    return create_app(settings, load_active(settings, previous=shared))
 
 
 @pytest.fixture
