@@ -125,13 +125,15 @@ def served(directory: Path, engine: str, edit: Path) -> tuple[float, float, floa
 def _reload_under_probe(url: str, edit: Path) -> tuple[float, float]:
     """Requests one after another while `edit` changes: the slowest (ms), and the seconds
     from the change until the server reports a new digest (at most 60 s, 100,000 requests)."""
-    body = json.dumps(
-        {"request": json.loads((ROOT / "examples" / "requests" / "stranger.json").read_text())}
-    ).encode()
+    request = json.loads((ROOT / "examples" / "requests" / "stranger.json").read_text())
+    body = json.dumps({"policy": "teams/t00000", "request": request}).encode()
     with httpx.Client(base_url=url, timeout=30) as client:
         digest = client.get("/health/ready").json()["digest"]
         for _ in range(200):  # warm
-            client.post("/evaluate", content=body, headers={"content-type": "application/json"})
+            answer = client.post(
+                "/evaluate", content=body, headers={"content-type": "application/json"}
+            )
+            assert answer.status_code == 200, answer.text
         edit.write_text(edit.read_text(encoding="utf-8") + "# edited under load\n")
         changed = time.perf_counter()
         slowest, live = 0.0, float("nan")

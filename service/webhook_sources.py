@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from service.policy import PolicyError, PolicySet, Problem
+from service.policy.cel import forget
 from service.policy.engines import get_engine
 from service.policy.errors import did_you_mean
 from service.policy.loader import validate
@@ -148,6 +149,7 @@ def load_webhooks(
                 id_header=config.id_header.lower(),
                 mapping=mapping,
             )
+    forget()  # what this load worked out per text (cel/memo.py)
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)
     return Webhooks(sources=sources, warnings=tuple(problems))

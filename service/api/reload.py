@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ class Reloader:
     def reload(self, reason: str) -> bool:
         """Load, check and swap; blocking (run it in a thread). True when a new set is active."""
         state = self.state
+        started = time.perf_counter()
         self._reload_tokens(reason)
         try:
             active = load_active(state.settings, previous=state.policy_set)
@@ -69,6 +71,7 @@ class Reloader:
             digest=candidate.digest,
             previous_digest=previous.digest,
             policies=len(candidate.policies),
+            seconds=round(time.perf_counter() - started, 3),
         )
         return True
 

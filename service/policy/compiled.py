@@ -5,9 +5,11 @@ Every CEL program in it was compiled by `engine`, once, at load; nothing here ch
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from difflib import get_close_matches
 from typing import Any
 
 from service.policy.cel import RequestFields
@@ -91,4 +93,26 @@ class PolicySet:
         try:
             return self.policies[name]
         except KeyError:
-            raise UnknownPolicyError(name, self.policies) from None
+            raise UnknownPolicyError(name, self.neighbours(name)) from None
+
+    def neighbours(self, name: str) -> list[str]:
+        """The names a "did you mean" for `name` is sought among: those in its folder (or in
+        the folder nearest to it), at most MAX_NEIGHBOURS, so that an unknown name costs
+        little at any number of policies (difflib over 10,000 names took 150 ms)."""
+        folders = self._folders
+        folder = name.rpartition("/")[0]
+        if folder not in folders and len(folders) <= MAX_NEIGHBOURS:
+            nearest = get_close_matches(folder, list(folders), n=1, cutoff=0.7)
+            folder = nearest[0] if nearest else folder
+        names = folders.get(folder, [])
+        return names if len(names) <= MAX_NEIGHBOURS else []
+
+    @functools.cached_property
+    def _folders(self) -> dict[str, list[str]]:
+        folders: dict[str, list[str]] = {}
+        for name in self.policies:
+            folders.setdefault(name.rpartition("/")[0], []).append(name)
+        return folders
+
+
+MAX_NEIGHBOURS = 256

@@ -20,7 +20,7 @@ from service.policy.cel import (
     request_fields,
 )
 from service.policy.cel.checker import TypeCheckError, type_check
-from service.policy.cel.references import Call, Misuse, iterations
+from service.policy.cel.references import Call, Misuse
 from service.policy.cel.schema import REQUEST_SHAPE, check_path, shape_of_value
 from service.policy.compiled import CompiledOutcome, CompiledPolicy, CompiledRule
 from service.policy.cost import check_cost
@@ -81,9 +81,6 @@ def compile_policy(
         # It runs the expressions: only bounded ones.
         probe(policy, parts, compiler.report, compare_engines=compare_engines)
     failed = parts.broken or any(p.severity == "error" for p in compiler.problems)
-    if policy is not None:
-        for program in policy.programs():
-            program.expression.release()  # checked and compiled: the text is what stays
     return (None if failed else policy), compiler.problems
 
 
@@ -303,7 +300,7 @@ class _Compiler:
     def check_order(self, site: Site, text: str, expression: Expression, offset: int = 0) -> None:
         """Warn where a `map` or `filter` may range over a map: CEL leaves the order of a
         map's keys unspecified, and the C++ runtime changes it from process to process."""
-        for found in iterations(expression.tree):
+        for found in expression.iterations:
             if found.over == "list" or self.is_list(found.over):
                 continue
             self.report(

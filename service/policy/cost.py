@@ -18,6 +18,7 @@ from typing import Any
 
 from service.policy.cel import REQUEST
 from service.policy.cel.cost import ELEMENT, INPUT_BYTES, Bound, Estimate, Size, opaque, scalar
+from service.policy.cel.memo import per_load
 from service.policy.cel.schema import Field, Kind
 from service.policy.compiled import CompiledOutcome, CompiledPolicy
 from service.policy.engines import Program
@@ -114,9 +115,28 @@ def estimate(
             return scalar()
         return None
 
-    walk = Estimate(sources)
+    text = program.expression.text
+    for read, result in _walks(text):  # the same text reading the same sizes: the same walk
+        if all(sources(path) == size for path, size in read):
+            return result
+    read = []
+
+    def recorded(path: tuple[str, ...]) -> Size | None:
+        read.append((path, sources(path)))
+        return read[-1][1]
+
+    walk = Estimate(recorded)
     value, allocated = walk.node(program.expression.tree)
-    return value, walk.value(allocated)
+    result = value, walk.value(allocated)
+    _walks(text).append((read, result))
+    return result
+
+
+@per_load
+def _walks(text: str) -> list[tuple[list[tuple[tuple[str, ...], Size | None]], tuple[Size, float]]]:
+    """The walks over `text` this load made: the sizes each read, and its result (one list
+    per text, which `estimate` appends to)."""
+    return []
 
 
 Report = Callable[..., None]

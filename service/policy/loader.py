@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from service.policy.cel import forget_trees
+from service.policy.cel import forget
 from service.policy.compiled import CompiledPolicy, PolicySet
 from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
@@ -128,7 +128,10 @@ def load_policies(
             key = key_of(name, parts.extends) or ""
             policies[name] = replace(compiled, key=key, problems=tuple(found))
     policies = {name: policies[name] for name in files if name in policies}  # file order
-    forget_trees()  # kept for the texts this load shared; compiled, it needs none
+    for policy in policies.values():
+        for program in policy.programs():
+            program.expression.release()  # checked and compiled: the text is what stays
+    forget()  # what this load worked out per text (cel/memo.py)
     problems.sort(key=lambda p: (p.file, p.line, p.column))  # stable: by file, then line
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)

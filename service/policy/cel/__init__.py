@@ -11,6 +11,7 @@ imports cel-python.
 """
 
 from service.policy.cel.functions import COMPREHENSIONS, FUNCTIONS, MACROS
+from service.policy.cel.memo import forget
 from service.policy.cel.references import (
     Call,
     Found,
@@ -24,7 +25,6 @@ from service.policy.cel.syntax import (
     MAX_SYNTAX_DEPTH,
     CelSyntaxError,
     Expression,
-    forget_trees,
     parse,
 )
 from service.policy.cel.values import (
@@ -55,7 +55,7 @@ __all__ = [
     "RequestFields",
     "Tree",
     "Value",
-    "forget_trees",
+    "forget",
     "json_number",
     "parse",
     "references",

@@ -24,6 +24,7 @@ from google.protobuf import (
     timestamp_pb2,
 )
 
+from service.policy.cel.memo import per_load
 from service.policy.cel.schema import REQUEST, Kind, Message
 from service.policy.cel.syntax import CelSyntaxError
 from service.policy.errors import with_article
@@ -112,19 +113,30 @@ def _readable(message: str) -> str:
 def type_check(text: str, *, condition: bool = False) -> None:
     """Raise `TypeCheckError` when the checker proves `text` wrong (or, for a condition, when
     it proves the result is not a bool)."""
+    problem, result = _checked(text)
+    if problem is not None:
+        raise TypeCheckError(*problem)  # a new one: a raised exception keeps its traceback
+    if condition and result not in ("bool", "dyn"):
+        raise TypeCheckError(f"a condition must be a bool, not {with_article(result)}", 1, 1)
+
+
+@per_load
+def _checked(text: str) -> tuple[tuple[str, int, int] | None, str]:
+    """The checker's verdict on `text`: its type error (message, line, column), or none and
+    its result type."""
     try:
         expression = _environment().compile(text)
     except RuntimeError as exc:
         problem = compile_error(exc)
-        raise TypeCheckError(
-            f"type error: {_readable(problem.message)}", problem.line, problem.column
-        ) from None
-    if condition:
-        result = expression.return_type()
-        if result != cel.Type.BOOL and result != cel.Type.DYN:
-            name = str(result.name())
-            kind = TYPE_LABELS.get(name, name).lower()
-            raise TypeCheckError(f"a condition must be a bool, not {with_article(kind)}", 1, 1)
+        message = f"type error: {_readable(problem.message)}"
+        return (message, problem.line, problem.column), ""
+    result = expression.return_type()
+    if result == cel.Type.BOOL:
+        return None, "bool"
+    if result == cel.Type.DYN:
+        return None, "dyn"
+    name = str(result.name())
+    return None, TYPE_LABELS.get(name, name).lower()
 
 
 # The runtime's and checker's type names -> CEL's.

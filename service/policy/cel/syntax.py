@@ -12,14 +12,21 @@ from importlib import resources
 
 import lark
 
-from service.policy.cel.references import Found, Reference, Tree, references
+from service.policy.cel.memo import per_load
+from service.policy.cel.references import (
+    Found,
+    Iteration,
+    Reference,
+    Tree,
+    iterations,
+    references,
+)
 
 __all__ = [
     "MAX_SYNTAX_DEPTH",
     "OPERATORS",
     "CelSyntaxError",
     "Expression",
-    "forget_trees",
     "parse",
 ]
 
@@ -63,16 +70,17 @@ class Expression:
     tree, what it refers to, and the `variables.<name>` it reads directly.
 
     The tree serves the checks at load; a compiled program needs only the text (Google's CEL)
-    or holds its own reference (cel-python). `release()` lets the tree go once a policy is
-    compiled (trees were most of a compiled set's memory); asked for again, it is parsed
-    again, the same."""
+    or holds its own reference (cel-python). `release()` lets the tree go once a load is
+    done (trees were most of a compiled set's memory); asked for again, it is parsed again,
+    the same. A load shares one per text between its policies (memo.py)."""
 
-    __slots__ = ("_found", "_tree", "text", "variables")
+    __slots__ = ("_found", "_iterations", "_tree", "text", "variables")
 
     def __init__(self, text: str, tree: Tree) -> None:
         self.text = text
         self._tree: Tree | None = tree
         self._found: list[Found] | None = None
+        self._iterations: list[Iteration] | None = None
         self.variables = frozenset(
             found.path[1]
             for found in self.references
@@ -81,38 +89,44 @@ class Expression:
 
     @property
     def tree(self) -> Tree:
-        if self._tree is None:
-            self._tree = _tree(self.text)
-        return self._tree
+        tree = self._tree  # locals throughout: another load may release() it meanwhile
+        if tree is None:
+            tree = self._tree = _tree(self.text)
+        return tree
 
     @property
     def references(self) -> list[Found]:
         """What it refers to (references.py), read off the tree once."""
-        if self._found is None:
-            self._found = references(self.tree)
-        return self._found
+        found = self._found
+        if found is None:
+            found = self._found = references(self.tree)
+        return found
+
+    @property
+    def iterations(self) -> list[Iteration]:
+        """Its `map`s and `filter`s, with what each ranges over (references.py)."""
+        found = self._iterations
+        if found is None:
+            found = self._iterations = iterations(self.tree)
+        return found
 
     def release(self) -> None:
-        self._tree = self._found = None
+        self._tree = self._found = self._iterations = None
 
     def __repr__(self) -> str:
         return f"Expression({self.text!r})"
 
 
+@per_load
 def parse(text: str) -> Expression:
-    """Text -> `Expression`; raises `CelSyntaxError` with a position."""
+    """Text -> `Expression`, one per text in a load (memo.py); raises `CelSyntaxError` with a
+    position."""
     return Expression(text, _tree(text))
 
 
-def forget_trees() -> None:
-    """Let go of the trees kept for texts seen (a load calls it when done)."""
-    _tree.cache_clear()
-
-
-@functools.lru_cache(maxsize=4096)
+@per_load
 def _tree(text: str) -> Tree:
-    """The parse tree of `text`, checked for height. Many policies of one repository share
-    expressions, so trees are kept for the texts seen last (nothing changes a tree)."""
+    """The parse tree of `text`, checked for height (nothing changes a tree)."""
     try:
         tree = _parser().parse(text)
     except (lark.UnexpectedToken, lark.UnexpectedCharacters) as exc:

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service.policy.cel import Expression
+from service.policy.cel.memo import per_load
 from service.policy.cel.text import render
 from service.policy.engines.base import Match, Program, Rules, Scope
 from service.policy.engines.celexpr.data import plain
@@ -95,7 +96,7 @@ class _Writer:
         for name in reversed(self.order(used)):
             value = self.text(self.rules.variables[name].expression)
             body = f"cel.bind({_BOUND}{name}, ({value}), {body})"
-        return self.environment.compile(body, disable_check=True)
+        return _compiled(self.environment, body)
 
     def answer(self, index: int) -> str:
         values = ", ".join(
@@ -126,6 +127,13 @@ class _Writer:
             for name in sorted(program.expression.variables):
                 visit(name, ())
         return order
+
+
+@per_load
+def _compiled(environment: Any, text: str) -> Any:
+    """A segment, compiled once per load for the policies that share it (copies of one
+    template, or policies that extend a base and add nothing before its rules)."""
+    return environment.compile(text, disable_check=True)
 
 
 _RENDERED: dict[str, str] = {}  # expression text -> its text with variables bound

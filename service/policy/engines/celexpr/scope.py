@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from service.policy.cel import EvalError, Expression, Value
 from service.policy.cel.checker import compile_error
+from service.policy.cel.memo import per_load
 from service.policy.engines.base import Program
 from service.policy.engines.celexpr.data import plain, to_data
 from service.policy.engines.celexpr.runtime import ENV, run
@@ -26,14 +27,21 @@ class CelProgram:
 
     def __init__(self, expression: Expression) -> None:
         self.expression = expression
-        try:
-            self._compiled = ENV.compile(expression.text, disable_check=True)
-        except RuntimeError as exc:
-            raise compile_error(exc) from None
+        self._compiled = _compiled(expression.text)
 
     def eval(self, activation: Any) -> Value:
         """Plain Python data; raises `EvalError`."""
         return plain(run(self._compiled, activation))
+
+
+@per_load
+def _compiled(text: str) -> Any:
+    """The runtime's program for `text`, shared by the policies of a load that have it (the
+    runtime's programs are immutable)."""
+    try:
+        return ENV.compile(text, disable_check=True)
+    except RuntimeError as exc:
+        raise compile_error(exc) from None
 
 
 class CelScope:
