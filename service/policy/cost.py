@@ -18,7 +18,7 @@ from typing import Any
 
 from service.policy.cel import REQUEST
 from service.policy.cel.cost import ELEMENT, INPUT_BYTES, Bound, Estimate, Size, opaque, scalar
-from service.policy.cel.memo import per_load
+from service.policy.cel.memo import per_load_table
 from service.policy.cel.schema import Field, Kind
 from service.policy.compiled import CompiledOutcome, CompiledPolicy
 from service.policy.engines import Program
@@ -116,10 +116,11 @@ def estimate(
         return None
 
     text = program.expression.text
-    for read, result in _walks(text):  # the same text reading the same sizes: the same walk
-        if all(sources(path) == size for path, size in read):
+    walks = _WALKS.setdefault(text, [])
+    for sizes, result in walks:  # the same text reading the same sizes: the same walk
+        if all(sources(path) == size for path, size in sizes):
             return result
-    read = []
+    read: list[tuple[tuple[str, ...], Size | None]] = []
 
     def recorded(path: tuple[str, ...]) -> Size | None:
         read.append((path, sources(path)))
@@ -128,15 +129,14 @@ def estimate(
     walk = Estimate(recorded)
     value, allocated = walk.node(program.expression.tree)
     result = value, walk.value(allocated)
-    _walks(text).append((read, result))
+    walks.append((read, result))
     return result
 
 
-@per_load
-def _walks(text: str) -> list[tuple[list[tuple[tuple[str, ...], Size | None]], tuple[Size, float]]]:
-    """The walks over `text` this load made: the sizes each read, and its result (one list
-    per text, which `estimate` appends to)."""
-    return []
+# Per text, the walks over it this load made: the sizes each read, and its result.
+_WALKS: dict[str, list[tuple[list[tuple[tuple[str, ...], Size | None]], tuple[Size, float]]]] = (
+    per_load_table()
+)
 
 
 Report = Callable[..., None]

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from service.policy.cel import EvalError, Reference, Value, to_json, type_name
+from service.policy.cel.memo import per_load_table
 from service.policy.compiled import CompiledOutcome, CompiledPolicy
 from service.policy.engines import ENGINES, Engine, Program, Scope, get_engine
 from service.policy.errors import with_article
@@ -135,20 +138,47 @@ class _Probe:
         """(value, None) or (None, the failure). A type error is reported unless quiet, and
         only when the other engine fails with one too: whether a policy loads must not depend
         on the engine (where only one fails, `compare` warns)."""
-        result = _value(scope, program)
+        full = scope is self.full
+        result = self.outcome(program, full, self.policy.engine.name)
         other = None
         if self.compare_engines or (not quiet and _type_error(result)):
-            other = _value(self._other(scope), self.twin(program))
+            other = self.outcome(program, full, self.other.name)
         if self.compare_engines and other is not None:
             self.compare(site, program, result, other)
         if not quiet and _type_error(result) and other is not None and _type_error(other):
             self.report(site, f"type error on a representative request: {result[1]}")
         return result
 
-    def _other(self, scope: Scope) -> Scope:
-        """The other engine's scope for the same request."""
-        full, bare = self._other_scopes
-        return full if scope is self.full else bare
+    def outcome(self, program: Program, full: bool, engine: str) -> tuple[Value, EvalError | None]:
+        """What `program` gives on the full (or bare) request under `engine`: the same for its
+        text in the same context in any policy, so worked out once a load (cel/memo.py)."""
+        key = (engine, full, program.expression.text, self.context(program))
+        if key not in _OUTCOMES:
+            if engine == self.policy.engine.name:
+                _OUTCOMES[key] = _value(self.full if full else self.bare, program)
+            else:
+                other_full, other_bare = self._other_scopes
+                _OUTCOMES[key] = _value(other_full if full else other_bare, self.twin(program))
+        return _OUTCOMES[key]
+
+    def context(self, program: Program) -> tuple[object, ...]:
+        """What besides its text and the request a program's value depends on: the params it
+        reads, and the variables (which may read params)."""
+        roots = {f.path[0] for f in program.expression.references if isinstance(f, Reference)}
+        if "variables" in roots:
+            return self._params, self._variables
+        return (self._params,) if "params" in roots else ()
+
+    @functools.cached_property
+    def _params(self) -> object:
+        try:
+            return msgspec.json.encode(self.policy.params)
+        except (TypeError, msgspec.EncodeError):
+            return object()  # shared with no other policy
+
+    @functools.cached_property
+    def _variables(self) -> object:
+        return tuple((n, p.expression.text) for n, p in self.policy.variables.items())
 
     @functools.cached_property
     def _other_scopes(self) -> tuple[Scope, Scope]:
@@ -212,6 +242,12 @@ class _Probe:
                         seen.add(found.path[1])
                         pending.append(self.policy.variables[found.path[1]])
         return True
+
+
+# (engine, full request?, text, context) -> what it gave, for the policies of one load.
+_OUTCOMES: dict[tuple[str, bool, str, tuple[object, ...]], tuple[Value, EvalError | None]] = (
+    per_load_table()
+)
 
 
 def _value(scope: Scope, program: Program) -> tuple[Value, EvalError | None]:

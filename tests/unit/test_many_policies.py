@@ -43,6 +43,7 @@ def test_a_load_forgets_what_it_worked_out(tmp_path: Path) -> None:
     write(tmp_path, "a", rule("request.requester.has_photo"))
     load_policies(tmp_path)
     assert all(cache.cache_info().currsize == 0 for cache in memo._CACHES)
+    assert all(not table for table in memo._TABLES)
 
 
 def test_an_error_in_a_shared_text_is_reported_in_every_policy(tmp_path: Path) -> None:
@@ -67,6 +68,25 @@ def test_the_same_text_is_estimated_with_each_policys_params(tmp_path: Path) -> 
         load_policies(tmp_path)
     over = [p for p in raised.value.problems if "the budget is" in p.message]
     assert [p.file.rsplit("/", 1)[-1] for p in over] == ["long.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("good", "bad"),
+    [
+        ("params: {n: 5}\n", "params: {n: five}\n"),
+        ("params: {n: 5}\nvariables: {m: params.n}\n", "params: {n: 5}\nvariables: {m: '\"x\"'}\n"),
+    ],
+)
+def test_a_shared_text_runs_in_each_policys_context(tmp_path: Path, good: str, bad: str) -> None:
+    """The probe's runs are shared only between policies whose params and variables are the
+    same: the same `when` is a type error in one policy and fine in another."""
+    when = "variables.m > 3" if "variables" in good else "params.n > 3"
+    write(tmp_path, "good", good + rule(when))
+    write(tmp_path, "bad", bad + rule(when))
+    with pytest.raises(PolicyError) as raised:
+        load_policies(tmp_path)
+    assert [p.file.rsplit("/", 1)[-1] for p in raised.value.problems] == ["bad.yaml"]
+    assert "type error on a representative request" in raised.value.problems[0].message
 
 
 def names(count: int, folder: str = "teams") -> dict[str, None]:

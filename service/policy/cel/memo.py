@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-__all__ = ["forget", "per_load"]
+__all__ = ["forget", "per_load", "per_load_table"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 _CACHES: list[functools._lru_cache_wrapper[object]] = []
+_TABLES: list[dict[Any, Any]] = []
 
 
 def per_load(function: Callable[P, R]) -> Callable[P, R]:
@@ -28,7 +29,17 @@ def per_load(function: Callable[P, R]) -> Callable[P, R]:
     return cached  # type: ignore[return-value]
 
 
+def per_load_table() -> dict[Any, Any]:
+    """A dict emptied by `forget()`: for what is remembered under a key worked out by hand
+    (what a text computes in one policy's context)."""
+    table: dict[Any, Any] = {}
+    _TABLES.append(table)
+    return table
+
+
 def forget() -> None:
     """Let go of everything remembered (a load calls it when done)."""
     for cache in _CACHES:
         cache.cache_clear()
+    for table in _TABLES:
+        table.clear()
