@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -76,9 +77,27 @@ def generate(directory: Path, count: int) -> Path:
                 " decision: accept, rationale: r}\n"
             )
         else:
-            text = f"# team {index}\n" + templates[index % len(templates)]
+            text = f"# team {index}\n" + own_params(templates[index % len(templates)], index)
         (teams / f"{name}.yaml").write_text(text, encoding="utf-8")
     return teams / "t00006.yaml"  # the base of t00007
+
+
+_LIST = re.compile(r"^(  \w+: \[)(.*?)\]", re.M)
+_NUMBER = re.compile(r"^(  \w+: )(\d+)\b", re.M)
+
+
+def own_params(template: str, index: int) -> str:
+    """A team's copy of a template with params of its own (as teams adapt what they copy:
+    another industry in each list, other numbers), so what reads params is worked out again
+    for each team; the rest of the text is the template's."""
+    head, found, rest = template.partition("\nparams:\n")
+    if not found:
+        return template
+    end = re.search(r"^\S", rest, re.M)  # the next top-level key
+    block, tail = (rest[: end.start()], rest[end.start() :]) if end else (rest, "")
+    block = _LIST.sub(lambda m: f"{m[1]}{m[2]}, team{index}]", block)
+    block = _NUMBER.sub(lambda m: f"{m[1]}{int(m[2]) + index % 97}", block)
+    return f"{head}{found}{block}{tail}"
 
 
 def seconds(work: Callable[[], object]) -> tuple[float, object]:

@@ -8,12 +8,16 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import functools
+import multiprocessing
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -23,15 +27,18 @@ from service.policy import (
     ConnectionRequest,
     PolicyError,
     PolicySet,
+    Problem,
     UnknownPolicyError,
     evaluate,
     load_policies,
 )
 from service.policy.decision import Decision
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
+from service.policy.errors import sorted_problems
+from service.policy.loader import MIN_SHARE, check_policies, policy_names
 from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
-from service.policy.suite import load_suites, run_case, summary
+from service.policy.suite import load_suites, run_case
 from service.revision import policy_revision
 from service.settings import Settings, SettingsError, load_settings
 from service.webhook_sources import Webhooks, load_webhooks
@@ -90,15 +97,24 @@ def _parser() -> argparse.ArgumentParser:
         help=f"CEL engine (default: $HANDSHAKE_CEL_ENGINE, else {DEFAULT_ENGINE})",
     )
 
+    cores = argparse.ArgumentParser(add_help=False)
+    cores.add_argument(
+        "--jobs",
+        type=int,
+        default=_cores(),
+        metavar="N",
+        help="processes to use at most (default: this machine's cores, %(default)s)",
+    )
+
     check = commands.add_parser(
-        "check", parents=[policies], help="load and compile policies; list every problem"
+        "check", parents=[policies, cores], help="load and compile policies; list every problem"
     )
     check.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
 
     test = commands.add_parser(
-        "test", parents=[policies], help="run the policy test suites (under every engine)"
+        "test", parents=[policies, cores], help="run the policy test suites (under every engine)"
     )
     test.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
     test.add_argument("--filter", metavar="TEXT", help="only cases whose policy or name has TEXT")
@@ -180,12 +196,16 @@ def _load(directory: Path, engine: str) -> PolicySet:
     try:
         return load_policies(directory, revision=policy_revision(directory), engine=engine)
     except PolicyError as exc:
-        if len(exc.problems) == 1:
-            raise CommandError(str(exc.problems[0])) from None
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        count = sum(p.severity == "error" for p in exc.problems)
-        raise CommandError(f"{directory}: {count} problem(s); nothing was evaluated") from None
+        _load_failed(directory, exc.problems)
+
+
+def _load_failed(directory: Path, problems: list[Problem]) -> NoReturn:
+    if len(problems) == 1:
+        raise CommandError(str(problems[0]))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    count = sum(p.severity == "error" for p in problems)
+    raise CommandError(f"{directory}: {count} problem(s); nothing was evaluated")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -193,10 +213,10 @@ def _check(args: argparse.Namespace) -> int:
     directory = Path(settings.policies)
     hooks = settings.webhooks or directory / "webhooks.yaml"
     try:
-        policy_set = load_policies(directory, engine=settings.cel_engine)
-        cases = load_suites(directory, policy_set)
+        checked = check_policies(directory, engine=settings.cel_engine, jobs=args.jobs)
+        cases = load_suites(directory, checked.names)
         webhooks = (
-            load_webhooks(Path(hooks), policy_set, settings.default_policy)
+            load_webhooks(Path(hooks), checked.names, settings.cel_engine, settings.default_policy)
             if Path(hooks).is_file()
             else Webhooks()
         )
@@ -206,15 +226,20 @@ def _check(args: argparse.Namespace) -> int:
         errors = sum(p.severity == "error" for p in exc.problems)
         print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
         return 1
-    warnings = [*policy_set.warnings, *webhooks.warnings]
+    warnings = [*checked.warnings, *webhooks.warnings]
     for problem in warnings:
         print(problem)
     sources = f", {_count(len(webhooks.sources), 'webhook source')}" if webhooks.sources else ""
     print(
-        f"{_count(len(policy_set.policies), 'policy', 'policies')}{sources} and "
+        f"{_count(len(checked.names), 'policy', 'policies')}{sources} and "
         f"{_count(len(cases), 'test case')} in {directory}: no errors, {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _count(n: int, noun: str, plural: str | None = None) -> str:
@@ -223,35 +248,84 @@ def _count(n: int, noun: str, plural: str | None = None) -> str:
 
 
 def _test(args: argparse.Namespace) -> int:
-    """Every suite under every engine (or the one asked for): a policy must mean one thing."""
+    """Every suite under every engine (or the one asked for): a policy must mean one thing.
+    With cores to spare, the engines (and, for a large directory, shares of its policies)
+    run side by side; the output is the same."""
     directory = _directory(args)
     engines = [args.engine] if args.engine else list(ENGINES)
-    results = []
+    names = policy_names(directory) if directory.is_dir() else []
+    shares = max(1, min(args.jobs, len(names) // MIN_SHARE))
+    tasks = [(e, names[i::shares] if shares > 1 else None) for e in engines for i in range(shares)]
+    run = functools.partial(
+        _test_share, directory, only=args.filter, verbose=args.verbose, labelled=len(engines) > 1
+    )
+    jobs = min(args.jobs, len(tasks))
+    if jobs > 1:  # fork: the workers start with what this process imported
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            runs = list(pool.map(run, *zip(*tasks, strict=True)))
+    else:
+        runs = [run(*task) for task in tasks]
+    passed = failed = 0
     for engine in engines:
-        label = f" [{engine}]" if len(engines) > 1 else ""
-        policy_set = _load(directory, engine)
-        cases = load_suites(directory, policy_set)
-        for case in cases:
-            if args.filter and args.filter not in case.title:
-                continue
-            result = run_case(policy_set, case)
-            results.append(result)
-            where = f"{case.file}:{case.line}"
-            if result.failures:
-                print(f"FAIL {where} {case.title}{label}")
-                for failure in result.failures:
-                    print(f"     {failure}")
-            elif args.verbose:
-                print(f"ok   {where} {case.title}{label}")
-    passed, failed = summary(results)
+        mine = [run for (e, _), run in zip(tasks, runs, strict=True) if e == engine]
+        for stage in ("load", "suites"):  # as loading them here would fail
+            problems = [p for _, failed_at, found in mine if failed_at == stage for p in found]
+            if problems and stage == "load":
+                _load_failed(directory, sorted_problems(problems))
+            if problems:
+                raise PolicyError(problems)
+        for _, lines, ok in sorted(case for cases, _, _ in mine for case in cases):
+            for line in lines:
+                print(line)
+            passed, failed = passed + ok, failed + (not ok)
     print(f"{passed} passed, {failed} failed ({', '.join(engines)})")
-    if not results:
+    if not passed + failed:
         reason = f"no test case matches `{args.filter}`" if args.filter else "no test cases"
         print(
             f"handshake: error: {reason} in {directory} (suites are `*_test.yaml` files)",
             file=sys.stderr,
         )
-    return 1 if failed or not results else 0
+    return 1 if failed or not passed + failed else 0
+
+
+def _test_share(
+    directory: Path,
+    engine: str,
+    share: list[str] | None,
+    *,
+    only: str | None,
+    verbose: bool,
+    labelled: bool,
+) -> tuple[list[tuple[int, list[str], bool]], str | None, list[Problem]]:
+    """The cases of the policies in `share` (None: all) under one engine: per case, its
+    place among all cases, the lines to print and whether it passed; or where it failed
+    (`load`, `suites`) and the problems."""
+    try:
+        # Comparing the engines is `check`'s: a test only needs each engine's own answers.
+        policy_set = load_policies(directory, engine=engine, compare_engines=False, only=share)
+    except PolicyError as exc:
+        return [], "load", list(exc.problems)
+    known = set(policy_set.policies)
+    if share is not None:  # the other shares answer for their own names
+        known |= set(policy_names(directory)) - set(share)
+    try:
+        every_case = load_suites(directory, known)
+    except PolicyError as exc:
+        return [], "suites", list(exc.problems)
+    label = f" [{engine}]" if labelled else ""
+    cases = []
+    for index, case in enumerate(every_case):
+        if (only and only not in case.title) or case.policy not in policy_set.policies:
+            continue
+        result = run_case(policy_set, case)
+        where = f"{case.file}:{case.line}"
+        if result.failures:
+            lines = [f"FAIL {where} {case.title}{label}"]
+            lines += [f"     {failure}" for failure in result.failures]
+        else:
+            lines = [f"ok   {where} {case.title}{label}"] if verbose else []
+        cases.append((index, lines, not result.failures))
+    return cases, None, []
 
 
 def _eval(args: argparse.Namespace) -> int:

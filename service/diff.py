@@ -295,7 +295,7 @@ def _suite_items(
     directory: Path, policy_set: PolicySet, label: str | None, now: datetime
 ) -> list[Item]:
     items = []
-    for case in load_suites(directory, policy_set, label=label):
+    for case in load_suites(directory, policy_set.policies, label=label):
         items.append(
             Item(
                 source=f"{case.file}:{case.line} {case.case.name}",

@@ -19,7 +19,7 @@ import binascii
 import hashlib
 import hmac
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from service.policy import PolicyError, PolicySet, Problem
+from service.policy import PolicyError, Problem
 from service.policy.cel import forget
 from service.policy.engines import get_engine
 from service.policy.errors import did_you_mean
@@ -102,23 +102,25 @@ class Webhooks:
 
 def load_webhooks(
     path: Path,
-    policy_set: PolicySet,
+    policies: Collection[str],
+    engine_name: str,
     default_policy: str,
     environ: Mapping[str, str] | None = None,
 ) -> Webhooks:
-    """Load and compile the sources; raise `PolicyError` listing every problem."""
+    """Load and compile the sources for the `policies` (names) loaded under `engine_name`;
+    raise `PolicyError` listing every problem."""
     environ = os.environ if environ is None else environ
     source = read_source(path, str(path))
     document, problems = validate(source, WebhooksDocument, _source_parts)
     if document is None:
         raise PolicyError(problems)
-    engine = get_engine(policy_set.engine)
+    engine = get_engine(engine_name)
     sources: dict[str, WebhookSource] = {}
     for name, config in document.sources.items():
         site = Site(source, ("sources", name))
         policy = config.policy or default_policy
-        if policy not in policy_set.policies:
-            hint = did_you_mean(policy, policy_set.policies)
+        if policy not in policies:
+            hint = did_you_mean(policy, policies)
             problems.append(
                 source.problem((*site.path, "policy"), f"unknown policy `{policy}`{hint}")
             )

@@ -116,7 +116,7 @@ class Reloader:
 
 def _require_passing_suites(directory: Path, policy_set: PolicySet) -> None:
     failed = []
-    for case in load_suites(directory, policy_set):
+    for case in load_suites(directory, policy_set.policies):
         result = run_case(policy_set, case)
         if result.failures:
             failed.append(

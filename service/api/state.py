@@ -71,9 +71,11 @@ def load_active(settings: Settings, previous: PolicySet | None = None) -> Active
         previous=previous,
     )
     path = webhooks_path(settings)
-    webhooks = (
-        load_webhooks(path, policy_set, settings.default_policy) if path is not None else Webhooks()
-    )
+    webhooks = Webhooks()
+    if path is not None:
+        webhooks = load_webhooks(
+            path, policy_set.policies, policy_set.engine, settings.default_policy
+        )
     return Active(policy_set, webhooks)
 
 

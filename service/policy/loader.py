@@ -7,9 +7,12 @@ before anything is raised.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import multiprocessing
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,13 +23,23 @@ from service.policy.cel import forget
 from service.policy.compiled import CompiledPolicy, PolicySet
 from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
-from service.policy.errors import PolicyError, Problem, did_you_mean
+from service.policy.errors import PolicyError, Problem, did_you_mean, sorted_problems
 from service.policy.model import DECISIONS, POLICY_NAME, RULE_LISTS, PolicyDocument, Rule
 from service.policy.model import Outcome as DefaultOutcome
 from service.policy.parts import Document, resolve
 from service.policy.source import Source, parse_path, parse_source
 
-__all__ = ["SUFFIXES", "SUITE_SUFFIXES", "load_policies", "policy_files", "validate"]
+__all__ = [
+    "MIN_SHARE",
+    "SUFFIXES",
+    "SUITE_SUFFIXES",
+    "Checked",
+    "check_policies",
+    "load_policies",
+    "policy_files",
+    "policy_names",
+    "validate",
+]
 
 SUFFIXES = (".yaml", ".yml")
 SUITE_SUFFIXES = tuple(f"_test{suffix}" for suffix in SUFFIXES)
@@ -71,6 +84,7 @@ def load_policies(
     engine: str = DEFAULT_ENGINE,
     compare_engines: bool = True,
     previous: PolicySet | None = None,
+    only: Collection[str] | None = None,
 ) -> PolicySet:
     """Load and compile every policy below `directory`; raise `PolicyError` listing them all.
 
@@ -79,7 +93,8 @@ def load_policies(
     `compare_engines`: also warn where the other engine disagrees (`check` and `test` do; a
     server does not, so that it compiles each expression once, under the engine it serves);
     `previous`: a set loaded before (a reload's), whose policies are taken over unchanged
-    where neither their file nor a base's changed: a reload compiles only what changed.
+    where neither their file nor a base's changed: a reload compiles only what changed;
+    `only`: compile just these policies (a share of a `check` on many cores: `check_policies`).
     """
     cel_engine = get_engine(engine)
     if not directory.is_dir():
@@ -102,7 +117,7 @@ def load_policies(
         if name in files and policy.key == key_of(name, policy.extends)
     }
     documents: dict[str, Document] = {}
-    pending = [name for name in files if name not in kept]
+    pending = [n for n in files if n not in kept and (only is None or n in only)]
     while pending:  # each changed file, and the bases it extends (to resolve it)
         name = pending.pop()
         if name in documents or name not in files:
@@ -120,7 +135,7 @@ def load_policies(
     for policy in kept.values():
         problems.extend(policy.problems)  # the same files compile the same way
     for name, parts in every_parts.items():
-        if name in kept:
+        if name in kept or (only is not None and name not in only):
             continue
         compiled, found = compile_policy(parts, cel_engine, compare_engines=compare_engines)
         problems.extend(found)
@@ -153,6 +168,67 @@ class _File:
     content: bytes  # a digest of what it holds and how it is shown
 
 
+@dataclass(frozen=True)
+class Checked:
+    """What `check` needs of a directory once every policy compiled: their names (in file
+    order) and the warnings."""
+
+    names: tuple[str, ...]
+    warnings: tuple[Problem, ...]
+
+
+MIN_SHARE = 32  # policies a process must have to be worth starting
+
+
+def check_policies(
+    directory: Path, *, label: str | None = None, engine: str = DEFAULT_ENGINE, jobs: int = 1
+) -> Checked:
+    """Compile and check every policy below `directory`, comparing the engines, on up to
+    `jobs` processes; raise `PolicyError` with every problem, in file order, as
+    `load_policies` does. Each process compiles a share of the policies (reading the bases
+    they extend); what all of them find (a file's YAML, a name) is reported once."""
+    if not directory.is_dir():
+        raise PolicyError(
+            [Problem(file=label or str(directory), message="no such policy directory")]
+        )
+    names = policy_names(directory)
+    jobs = max(1, min(jobs, len(names) // MIN_SHARE))
+    shares = [names[index::jobs] for index in range(jobs)]
+    if jobs == 1:
+        found = [_check_share(directory, label, engine, None)]
+    else:
+        # fork: the workers start with what this process imported (it runs no threads)
+        context = multiprocessing.get_context("fork")
+        work = functools.partial(_check_share, directory, label, engine)
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            found = list(pool.map(work, shares))
+    compiled = {name for share, _ in found for name in share}
+    problems = sorted_problems(p for _, share_problems in found for p in share_problems)
+    if any(p.severity == "error" for p in problems):
+        raise PolicyError(problems)
+    return Checked(tuple(n for n in names if n in compiled), tuple(problems))
+
+
+def _check_share(
+    directory: Path, label: str | None, engine: str, share: list[str] | None
+) -> tuple[list[str], list[Problem]]:
+    """One process's share of `check_policies`: the policies that compiled, and problems."""
+    try:
+        policy_set = load_policies(directory, label=label, engine=engine, only=share)
+    except PolicyError as exc:
+        return [], list(exc.problems)
+    return list(policy_set.policies), list(policy_set.warnings)
+
+
+def policy_names(directory: Path) -> list[str]:
+    """The name of every policy file below `directory`, in file order."""
+    return [_name(directory, path) for path in policy_files(directory)]
+
+
+def _name(directory: Path, path: Path) -> str:
+    return path.relative_to(directory).as_posix().removesuffix(path.suffix)
+
+
 def _read(directory: Path, label: str | None) -> tuple[dict[str, _File], Any, list[Problem]]:
     """Every policy file by name (unparsed), the digest of them all, and naming problems."""
     problems: list[Problem] = []
@@ -160,7 +236,7 @@ def _read(directory: Path, label: str | None) -> tuple[dict[str, _File], Any, li
     digest = hashlib.sha256()
     for path in policy_files(directory):
         relative = path.relative_to(directory).as_posix()
-        name = relative.removesuffix(path.suffix)
+        name = _name(directory, path)
         shown = display(directory, path, label)
         if not POLICY_NAME.match(name):
             message = f"policy name `{name}` may use only A-Z a-z 0-9 . _ -"

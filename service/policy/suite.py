@@ -17,7 +17,7 @@ unless the case lists the `errors` it expects.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,11 +100,11 @@ class CaseResult:
 
 
 def load_suites(
-    directory: Path, policy_set: PolicySet | None = None, *, label: str | None = None
+    directory: Path, policies: Collection[str] | None = None, *, label: str | None = None
 ) -> list[LoadedCase]:
     """Every case of every suite below `directory`; raise `PolicyError` listing all problems.
 
-    With a policy set, a suite naming an unknown policy is a problem too.
+    With the names of the policies loaded, a suite naming an unknown policy is a problem too.
     """
     if not directory.is_dir():
         raise PolicyError([Problem(file=str(directory), message="no such policy directory")])
@@ -120,8 +120,8 @@ def load_suites(
         problems.extend(found)
         if suite is None:
             continue
-        if policy_set is not None and suite.policy not in policy_set.policies:
-            error = UnknownPolicyError(suite.policy, policy_set.policies)
+        if policies is not None and suite.policy not in policies:
+            error = UnknownPolicyError(suite.policy, policies)
             problems.append(source.problem(("policy",), str(error)))
             continue
         cases.extend(_cases(source, suite))

@@ -330,8 +330,9 @@ def test_webhook_configuration_problems_are_load_errors(tmp_path: Path) -> None:
         "  crm:\n    scheme: standard-webhooks\n    secrets: [{env: HANDSHAKE_SECRET}]\n"
         "    mapping: {requester: {name: payload.n, has_photo: true}}\n"
     )
+    policies = bundled_policies()
     with pytest.raises(PolicyError) as caught:
-        load_webhooks(tmp_path / "w.yaml", bundled_policies(), "default", {})
+        load_webhooks(tmp_path / "w.yaml", policies.policies, policies.engine, "default", {})
     assert [str(p).split(": ", 1)[1] for p in caught.value.problems] == [
         "$.sources.crm.secrets[0]: `HANDSHAKE_*` variables are settings; name secrets otherwise"
     ]

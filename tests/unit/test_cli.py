@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from service.cli import main
+from service.policy.loader import MIN_SHARE
 from service.settings import Settings
 from tests.conftest import MINIMAL_POLICY, POLICIES
 
@@ -418,3 +420,47 @@ def test_every_command_reads_the_services_settings(
     assert one_line(err) == (
         "handshake: error: unknown setting `HANDSHAKE_POLICY`; did you mean `HANDSHAKE_POLICIES`?"
     )
+
+
+@pytest.fixture
+def large(tmp_path: Path) -> Path:
+    """The bundled policies and enough copies of one for `check` and `test` to share the
+    work out between processes (loader.MIN_SHARE each); one suite case fails."""
+    tree = tmp_path / "policies"
+    shutil.copytree(POLICIES, tree)
+    template = (POLICIES / "examples" / "who-is-this.yaml").read_text()
+    for index in range(2 * MIN_SHARE + 6):
+        (tree / "copies").mkdir(exist_ok=True)
+        (tree / "copies" / f"p{index:03d}.yaml").write_text(template)
+    base = tree / "examples" / "recommendable.yaml"
+    base.write_text(base.read_text().replace("decision: defer", "decision: accept"))
+    return tree
+
+
+@pytest.mark.parametrize("command", ["check", "test"])
+def test_many_cores_say_what_one_says(
+    capsys: pytest.CaptureFixture[str], large: Path, command: str
+) -> None:
+    one = run(capsys, command, "--jobs", "1", "-v" if command == "test" else "--strict", str(large))
+    two = run(capsys, command, "--jobs", "2", "-v" if command == "test" else "--strict", str(large))
+    assert one == two
+    if command == "check":  # the bundled 8 and the copies
+        assert f"{8 + 2 * MIN_SHARE + 6} policies, 2 webhook sources and 66 test cases" in one[1]
+    else:  # the cases of `recommendable` that expect `defer`, under each engine
+        assert one[0] == 1
+        assert "128 passed, 4 failed" in one[1]
+        assert one[1].count("FAIL ") == 4
+
+
+def test_many_cores_report_a_broken_policy_once(
+    capsys: pytest.CaptureFixture[str], large: Path
+) -> None:
+    broken = large / "copies" / "p001.yaml"
+    broken.write_text(broken.read_text().replace("decision: ignore", "decision: ignor"))
+    shutil.copy(broken, large / "copies" / "bad name.yaml")  # every process reads the names
+    for command in ("check", "test"):
+        one = run(capsys, command, "--jobs", "1", str(large))
+        two = run(capsys, command, "--jobs", "2", str(large))
+        assert one == two
+        assert (one[1] + one[2]).count("copies/p001.yaml") == 1
+        assert (one[1] + one[2]).count("copies/bad name.yaml") == 1

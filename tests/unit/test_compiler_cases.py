@@ -76,7 +76,7 @@ def _problems(
 ) -> list[Problem]:
     try:
         policy_set = load_policies(root, engine=engine, compare_engines=compare_engines)
-        load_suites(root, policy_set)
+        load_suites(root, policy_set.policies)
         return list(policy_set.warnings)
     except PolicyError as exc:
         return list(exc.problems)

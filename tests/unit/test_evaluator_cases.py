@@ -23,7 +23,7 @@ def test_evaluator_table(bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "policy_test.yaml").write_text(json.dumps({**data, "policy": "policy"}))
 
     policy_set = load_policies(tmp_path)
-    cases = load_suites(tmp_path, policy_set)
+    cases = load_suites(tmp_path, policy_set.policies)
     assert len(cases) == len(data["cases"])
     failures = {
         case.case.name: result.failures

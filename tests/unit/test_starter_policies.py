@@ -17,7 +17,7 @@ from tests.conftest import POLICIES, bundled_policies
 @cache
 def bundled(engine: str = DEFAULT_ENGINE) -> tuple[PolicySet, list[LoadedCase]]:
     policy_set = bundled_policies(engine)
-    return policy_set, load_suites(POLICIES, policy_set)
+    return policy_set, load_suites(POLICIES, policy_set.policies)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
