@@ -1,15 +1,20 @@
-"""Scale, in process: an organisation's repository of many policies, and policies of many rules.
+"""Scale: an organisation's repository of many policies, and policies of many rules.
 
     python bench/scale.py --policies 100,1000      # make bench-scale
 
-For each size, generates that many team policies (variants of the bundled ones, one in eight
-`extends` a team base) into a temporary directory and measures `handshake serve` on them (one
-worker: seconds until ready, its RSS), then what a server does with them, in process: the
-first load (as `serve` compiles: one engine), the process's resident memory after it, and
-a reload after one base file is edited (taking over what did not change) against a reload
-from scratch. Then one policy of 10, 100 and 1,000 rules decided by its last rule, and an
-attribute-heavy request (a 30,000-number list) against a small one on `default`. Results are
-printed and written to bench/results/scale-<time>.md with the machine.
+For each size, generates that many team policies (copies of the bundled ones, each with
+params of its own; one in eight `extends` a team base) into a temporary directory, then:
+- `handshake serve` on them (one worker, watching), as a client and an operator see it:
+  seconds until ready and its RSS; /metrics once every policy was used; one file edited
+  while requests run one after another (the slowest, and the seconds until the new set
+  answers); RSS after RELOADS such edits;
+- `handshake check` on them (every core);
+- in process: the first load (as `serve` compiles: one engine), the memory it adds, and a
+  reload after one base file is edited (taking over what did not change) against a reload
+  from scratch.
+Then one policy of 10, 100 and 1,000 rules decided by its last rule, and an attribute-heavy
+request (a 30,000-number list) against a small one on `default`. Results are printed and
+written to bench/results/scale-<time>.md with the machine.
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,10 +124,22 @@ def per_call_us(work: Callable[[], object], number: int) -> float:
     return best * 1e6
 
 
-def served(directory: Path, engine: str, edit: Path) -> tuple[float, float, float, float]:
-    """`handshake serve` (one worker, watching) on `directory`: seconds until ready, its RSS
-    then; and, while `edit` is changed and the set reloaded, the slowest of a sequential run
-    of requests and the seconds until the new set was live."""
+@dataclass
+class Served:
+    ready: float  # seconds from start until /health/ready
+    rss: float  # MiB, then
+    metrics_ms: float  # median render of /metrics once every policy was used
+    slowest_ms: float  # the slowest of a sequential run of requests during a reload
+    live: float  # seconds from an edit until the new set answered
+    rss_reloaded: float  # MiB after RELOADS edits, each live
+
+
+RELOADS = 5
+
+
+def served(directory: Path, engine: str, edit: Path) -> Served:
+    """`handshake serve` (one worker, watching) on `directory`, measured as a client and an
+    operator see it."""
     port = free_port()
     log = directory.with_name(f"{directory.name}-serve.log")  # outside the watched directory
     env = {**os.environ, "HANDSHAKE_AUTHENTICATION": "none", "HANDSHAKE_WATCH": "true"}
@@ -131,48 +151,91 @@ def served(directory: Path, engine: str, edit: Path) -> tuple[float, float, floa
             [*command, "--port", str(port)], cwd=ROOT, env=env, stdout=out, stderr=out
         )
     try:
-        wait_ready(process, f"http://127.0.0.1:{port}/health/ready", log, "handshake")
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(process, f"{url}/health/ready", log, "handshake")
         ready = time.perf_counter() - started
         rss = rss_mib(process.pid)
-        slowest, live = _reload_under_probe(f"http://127.0.0.1:{port}", edit)
-        return ready, rss, slowest, live
+        with httpx.Client(base_url=url, timeout=60) as client:
+            metrics_ms = _metrics_render(client, directory)
+            slowest, live = _reload_under_probe(client, edit)
+            for _ in range(RELOADS - 1):
+                _reload_under_probe(client, edit, probe=False)
+        return Served(ready, rss, metrics_ms, slowest, live, rss_mib(process.pid))
     finally:
         stop(process)
         log.unlink(missing_ok=True)
 
 
-def _reload_under_probe(url: str, edit: Path) -> tuple[float, float]:
-    """Requests one after another while `edit` changes: the slowest (ms), and the seconds
-    from the change until the server reports a new digest (at most 60 s, 100,000 requests)."""
+def _body(policy: str) -> bytes:
     request = json.loads((ROOT / "examples" / "requests" / "stranger.json").read_text())
-    body = json.dumps({"policy": "teams/t00000", "request": request}).encode()
-    with httpx.Client(base_url=url, timeout=30) as client:
-        digest = client.get("/health/ready").json()["digest"]
-        for _ in range(200):  # warm
-            answer = client.post(
-                "/evaluate", content=body, headers={"content-type": "application/json"}
-            )
-            assert answer.status_code == 200, answer.text
-        edit.write_text(edit.read_text(encoding="utf-8") + "# edited under load\n")
-        changed = time.perf_counter()
-        slowest, live = 0.0, float("nan")
-        for count in range(100_000):
-            started = time.perf_counter()
-            client.post("/evaluate", content=body, headers={"content-type": "application/json"})
-            slowest = max(slowest, time.perf_counter() - started)
-            if count % 50 == 0 and client.get("/health/ready").json()["digest"] != digest:
-                live = time.perf_counter() - changed
-                break
-            if time.perf_counter() - changed > 60:
-                break
+    return json.dumps({"policy": policy, "request": request}).encode()
+
+
+def _post(client: httpx.Client, body: bytes) -> None:
+    answer = client.post("/evaluate", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text
+
+
+def _metrics_render(client: httpx.Client, directory: Path) -> float:
+    """Every policy used once (each with its own series, up to the configured number), then
+    the median of 5 renders of /metrics, in ms."""
+    for path in sorted(directory.rglob("*.yaml")):
+        _post(client, _body(path.relative_to(directory).with_suffix("").as_posix()))
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        assert client.get("/metrics").status_code == 200
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def _reload_under_probe(
+    client: httpx.Client, edit: Path, *, probe: bool = True
+) -> tuple[float, float]:
+    """Requests one after another while `edit` changes (with `probe`; else polls): the
+    slowest (ms), and the seconds from the change until the server reports a new digest (at
+    most 60 s, 100,000 requests)."""
+    body = _body("teams/t00000")
+    digest = client.get("/health/ready").json()["digest"]
+    for _ in range(200 if probe else 0):  # warm
+        _post(client, body)
+    edit.write_text(edit.read_text(encoding="utf-8") + "# edited under load\n")
+    changed = time.perf_counter()
+    slowest, live = 0.0, float("nan")
+    for count in range(100_000):
+        started = time.perf_counter()
+        if probe:
+            _post(client, body)
+        else:
+            time.sleep(0.01)
+        slowest = max(slowest, time.perf_counter() - started)
+        polled = count % (50 if probe else 1) == 0
+        if polled and client.get("/health/ready").json()["digest"] != digest:
+            live = time.perf_counter() - changed
+            break
+        if time.perf_counter() - changed > 60:
+            break
     return slowest * 1000, live
+
+
+def checked(directory: Path) -> float:
+    """Seconds `handshake check` takes on `directory` (every core)."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "service", "check", str(directory)],
+        cwd=ROOT,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
 
 
 def repository(count: int, engine: str) -> list[str]:
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)
         base = generate(directory, count)
-        ready, server_rss, slowest, live = served(directory, engine, base)
+        serve = served(directory, engine, base)
+        check = checked(directory)
         gc.collect()
         before = rss_mib(os.getpid())
         load, first = seconds(
@@ -189,8 +252,9 @@ def repository(count: int, engine: str) -> list[str]:
         scratch, _ = seconds(lambda: load_policies(directory, engine=engine, compare_engines=False))
         shutil.rmtree(directory / "teams")
     return [
-        f"| {count:,} | {ready:.1f} s | {server_rss:,.0f} MiB | {live:.2f} s, slowest request "
-        f"{slowest:,.0f} ms | {load:.2f} s "
+        f"| {count:,} | {serve.ready:.1f} s | {serve.rss:,.0f} MiB | {serve.rss_reloaded:,.0f} "
+        f"MiB | {serve.live:.2f} s, slowest request {serve.slowest_ms:,.0f} ms "
+        f"| {serve.metrics_ms:,.0f} ms | {check:.1f} s | {load:.2f} s "
         f"| {after - before:,.0f} MiB | {reload:.2f} s ({len(again.policies) - kept} recompiled) "
         f"| {scratch:.2f} s |"
     ]
@@ -218,9 +282,7 @@ def rules(engine: str) -> list[str]:
             policy_set = load_policies(directory, engine=engine, compare_engines=False)
             decision = evaluate(policy_set, "p", request, now=NOW)
             assert decision.rule == f"r{count - 1}", decision.rule
-            times[count] = per_call_us(
-                lambda policy_set=policy_set: evaluate(policy_set, "p", request, now=NOW), 200
-            )
+            times[count] = per_call_us(partial(evaluate, policy_set, "p", request, now=NOW), 200)
             lines.append(f"| {count:,} rules, decided by the last | {times[count]:,.0f} µs |")
     lines.append(f"| 100 rules / 10 rules | {times[100] / times[10]:.1f}x (target ≤ 3x) |")
     return lines
@@ -250,9 +312,10 @@ def main() -> int:
         "",
         f"- machine: {platform.machine()}, {_cpu()}, Python {platform.python_version()}",
         "",
-        "| policies | serve: ready | serve: RSS | serve: one file edited, live | first load "
+        f"| policies | serve: ready | serve: RSS | RSS after {RELOADS} reloads "
+        "| one file edited, live | `/metrics` | `check` | in process: first load "
         "| RSS added | one base edited: reload | reload from scratch |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size in sizes:
         out += repository(size, args.engine)

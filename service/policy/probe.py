@@ -89,6 +89,7 @@ class _Probe:
         self.rule_sites = {rule.id: site for (rule, site) in parts.rules}
         self.default_site = parts.default[1]
         self.disagreements: set[tuple[Any, str]] = set()
+        self._encoded: dict[str | None, object] = {}
 
     def run(self) -> None:
         for name, program in self.policy.variables.items():
@@ -163,18 +164,36 @@ class _Probe:
 
     def context(self, program: Program) -> tuple[object, ...]:
         """What besides its text and the request a program's value depends on: the params it
-        reads, and the variables (which may read params)."""
-        roots = {f.path[0] for f in program.expression.references if isinstance(f, Reference)}
-        if "variables" in roots:
-            return self._params, self._variables
-        return (self._params,) if "params" in roots else ()
+        reads, directly or through variables, and the text of those variables."""
+        params: set[str] = set()
+        variables: dict[str, str | None] = {}
+        pending = [program]
+        while pending:
+            for found in pending.pop().expression.references:
+                if not isinstance(found, Reference) or found.path[0] not in ("params", "variables"):
+                    continue
+                if len(found.path) == 1:  # the whole map
+                    return self._params(None), self._variables
+                name = found.path[1]
+                if found.path[0] == "params":
+                    params.add(name)
+                elif name not in variables:
+                    variable = self.policy.variables.get(name)
+                    variables[name] = None if variable is None else variable.expression.text
+                    pending += [variable] if variable is not None else []
+        return tuple((n, self._params(n)) for n in sorted(params)), tuple(sorted(variables.items()))
 
-    @functools.cached_property
-    def _params(self) -> object:
-        try:
-            return msgspec.json.encode(self.policy.params)
-        except (TypeError, msgspec.EncodeError):
-            return object()  # shared with no other policy
+    def _params(self, name: str | None) -> object:
+        """The value of param `name` (None: all of them), as bytes to compare."""
+        if name is not None and name not in self.policy.params:
+            return "missing"  # not bytes: unlike any value's
+        if name not in self._encoded:
+            value = self.policy.params if name is None else self.policy.params[name]
+            try:
+                self._encoded[name] = msgspec.json.encode(value)
+            except (TypeError, msgspec.EncodeError):
+                self._encoded[name] = object()  # shared with no other policy
+        return self._encoded[name]
 
     @functools.cached_property
     def _variables(self) -> object:

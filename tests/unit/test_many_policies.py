@@ -75,6 +75,10 @@ def test_the_same_text_is_estimated_with_each_policys_params(tmp_path: Path) -> 
     [
         ("params: {n: 5}\n", "params: {n: five}\n"),
         ("params: {n: 5}\nvariables: {m: params.n}\n", "params: {n: 5}\nvariables: {m: '\"x\"'}\n"),
+        (
+            "params: {n: 5, o: 1}\nvariables: {m: params.n}\n",
+            "params: {n: x, o: 1}\nvariables: {m: params.n}\n",
+        ),
     ],
 )
 def test_a_shared_text_runs_in_each_policys_context(tmp_path: Path, good: str, bad: str) -> None:
