@@ -12,6 +12,7 @@ from service.policy import PolicyError, load_policies
 from service.policy.cel import memo
 from service.policy.compiled import MAX_NEIGHBOURS, PolicySet
 from service.policy.errors import UnknownPolicyError
+from service.policy.loader import policy_files, policy_names
 
 HEAD = "apiVersion: handshake/v1\nkind: ConnectionPolicy\n"
 
@@ -118,3 +119,21 @@ def test_a_crowded_folder_is_not_searched() -> None:
     assert unknown(crowded, "teams/t0000l") == "unknown policy `teams/t0000l`"
     within = PolicySet(policies=names(MAX_NEIGHBOURS), digest="")
     assert len(within.neighbours("teams/t0000l")) == MAX_NEIGHBOURS
+
+
+def test_the_files_listed_and_their_order(tmp_path: Path) -> None:
+    """What a load reads, in the order its digest covers them: files in a folder before a
+    sibling whose name sorts after the folder's (by path parts), hidden ones and symlinked
+    folders left out, symlinked files in, suites apart."""
+    for relative in ("a/b.yaml", "a-b.yaml", "dir.yaml/c.yml", ".hidden/x.yaml", "x/.y.yaml"):
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("")
+    (tmp_path / "t_test.yaml").write_text("")
+    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "a", target_is_directory=True)
+    (tmp_path / "file_link.yaml").symlink_to(tmp_path / "a-b.yaml")
+    (tmp_path / "dangling.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    listed = [p.relative_to(tmp_path).as_posix() for p in policy_files(tmp_path)]
+    assert listed == ["a/b.yaml", "a-b.yaml", "dir.yaml/c.yml", "file_link.yaml"]
+    assert policy_names(tmp_path) == ["a/b", "a-b", "dir.yaml/c", "file_link"]
+    assert policy_files(tmp_path, suites=True) == [tmp_path / "t_test.yaml"]
