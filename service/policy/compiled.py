@@ -78,6 +78,17 @@ class CompiledPolicy:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What a load knew of one policy file, so that the next one can tell it unchanged
+    without reading it (loader.py)."""
+
+    signature: tuple[int, ...]  # device, inode, size, and modification and change times
+    settled: bool  # last changed well before it was read: its signature can be trusted
+    digest: bytes  # sha256 of its content
+    content: bytes  # sha256 of its content and the name shown: what a compiled policy keys on
+
+
 @dataclass(frozen=True)
 class PolicySet:
     """Everything one evaluation needs. Replaced whole on reload, never changed in place."""
@@ -88,6 +99,7 @@ class PolicySet:
     engine: str = "cel-expr-python"
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     warnings: tuple[Problem, ...] = ()
+    files: Mapping[str, FileState] = field(default_factory=dict, repr=False)  # by relative path
 
     def get(self, name: str) -> CompiledPolicy:
         try:

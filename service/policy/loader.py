@@ -12,7 +12,8 @@ import hashlib
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Collection
+import time
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from service.policy.cel import forget
-from service.policy.compiled import CompiledPolicy, PolicySet
+from service.policy.compiled import CompiledPolicy, FileState, PolicySet
 from service.policy.compiler import compile_policy
 from service.policy.engines import DEFAULT_ENGINE, get_engine
 from service.policy.errors import PolicyError, Problem, did_you_mean, sorted_problems
@@ -120,8 +121,8 @@ def load_policies(
         raise PolicyError(
             [Problem(file=label or str(directory), message="no such policy directory")]
         )
-    files, digest, problems = _read(directory, label)
-    contents = {name: file.content for name, file in files.items()}
+    files, digest, problems = _read(directory, label, previous.files if previous else {})
+    contents = {name: file.state.content for name, file in files.items()}
     known = previous.policies if previous is not None else {}
 
     def key_of(name: str, extends: tuple[str, ...]) -> str | None:
@@ -141,7 +142,7 @@ def load_policies(
         name = pending.pop()
         if name in documents or name not in files:
             continue
-        document, found = _document(files[name])
+        document, found = _document(directory, files[name])
         problems.extend(found)
         if document is not None:
             documents[name] = document
@@ -175,6 +176,7 @@ def load_policies(
         revision=revision,
         engine=engine,
         warnings=tuple(problems),
+        files={file.relative: file.state for file in files.values()},
     )
 
 
@@ -182,8 +184,8 @@ def load_policies(
 class _File:
     relative: str
     shown: str  # as problems name it
-    raw: bytes
-    content: bytes  # a digest of what it holds and how it is shown
+    state: FileState
+    raw: bytes | None  # None: not read (unchanged), read when a changed policy extends it
 
 
 @dataclass(frozen=True)
@@ -247,11 +249,17 @@ def _name(relative: str) -> str:
     return relative[: relative.rindex(".")]  # without .yaml or .yml
 
 
-def _read(directory: Path, label: str | None) -> tuple[dict[str, _File], Any, list[Problem]]:
-    """Every policy file by name (unparsed), the digest of them all, and naming problems."""
+def _read(
+    directory: Path, label: str | None, known: Mapping[str, FileState]
+) -> tuple[dict[str, _File], Any, list[Problem]]:
+    """Every policy file by name, the digest of them all, and naming problems. A file is read
+    unless `known` (what the load before knew) has it settled with the same signature: a
+    reload of a large directory reads what changed only (each read is three system calls,
+    and after each the reload waits for the GIL while requests are being served)."""
     problems: list[Problem] = []
     files: dict[str, _File] = {}
-    digest = hashlib.sha256()
+    digest = hashlib.sha256()  # over each file's path and content digest, in order
+    started = time.time_ns()
     for relative in _relative_files(directory, False):
         name = _name(relative)
         shown = _shown(directory, relative, label)
@@ -265,22 +273,56 @@ def _read(directory: Path, label: str | None) -> tuple[dict[str, _File], Any, li
             )
             problems.append(Problem(file=shown, message=message))
             continue
+        path = _path(directory, relative)
         try:
-            with open(os.path.join(directory, relative), "rb") as file:  # noqa: PTH118, PTH123
-                raw = file.read()
+            stat = os.stat(path)  # noqa: PTH116  (strings: see _relative_files)
+            state, raw = known.get(relative), None
+            if state is None or not state.settled or state.signature != _signature(stat):
+                raw = _raw(path)
+                state = _state(raw, shown, stat, started)
         except OSError as exc:
             problems.append(Problem(file=shown, message=f"cannot read: {exc.strerror}"))
             continue
-        digest.update(f"{relative}\0{len(raw)}\0".encode() + raw)
-        content = hashlib.sha256(f"{shown}\0".encode() + raw).digest()
-        files[name] = _File(relative, shown, raw, content)
+        digest.update(f"{relative}\0".encode() + state.digest)
+        files[name] = _File(relative, shown, state, raw)
     return files, digest, problems
 
 
-def _document(file: _File) -> tuple[Document | None, list[Problem]]:
+# A file changed this close to being read may change again with the same signature (times
+# have the kernel's tick, not nanoseconds): it is read again by the next load.
+SETTLE_NS = 2_000_000_000
+
+
+def _state(raw: bytes, shown: str, stat: os.stat_result, started: int) -> FileState:
+    """What a load knows of a file it read (`stat` taken before reading it)."""
+    return FileState(
+        signature=_signature(stat),
+        settled=max(stat.st_mtime_ns, stat.st_ctime_ns) < started - SETTLE_NS,
+        digest=hashlib.sha256(raw).digest(),
+        content=hashlib.sha256(f"{shown}\0".encode() + raw).digest(),
+    )
+
+
+def _signature(stat: os.stat_result) -> tuple[int, ...]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _path(directory: Path, relative: str) -> str:
+    return os.path.join(directory, relative)  # noqa: PTH118  (strings: see _relative_files)
+
+
+def _raw(path: str) -> bytes:
+    with open(path, "rb") as file:  # noqa: PTH123  (strings: see _relative_files)
+        return file.read()
+
+
+def _document(directory: Path, file: _File) -> tuple[Document | None, list[Problem]]:
     """The file parsed and validated (None: not a policy, or nothing worth compiling)."""
     try:
-        source = parse_source(file.raw, file.shown, file.relative)
+        raw = file.raw if file.raw is not None else _raw(_path(directory, file.relative))
+        source = parse_source(raw, file.shown, file.relative)
+    except OSError as exc:
+        return None, [Problem(file=file.shown, message=f"cannot read: {exc.strerror}")]
     except PolicyError as exc:
         return None, list(exc.problems)
     if isinstance(source.data, dict) and source.data.get("kind") in OTHER_KINDS:

@@ -3,6 +3,7 @@ over from the set in force, as they are (service/policy/loader.py, `previous`)."
 
 from __future__ import annotations
 
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,3 +94,60 @@ def test_a_deleted_base_fails_what_extends_it(tmp_path: Path) -> None:
     assert [p.message for p in failed.value.problems if p.severity == "error"] == [
         "unknown base policy `examples/my-field`"
     ]
+
+
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The files a load reads from now on."""
+    read: list[str] = []
+    real = loader._raw
+
+    def counted(path: str) -> bytes:
+        read.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(loader, "_raw", counted)
+    return read
+
+
+def test_a_reload_reads_only_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loader, "SETTLE_NS", -(10**18))  # files written just now count as settled
+    tree = copy(tmp_path)
+    first = load_policies(tree)
+    read = reads(monkeypatch)
+    assert load_policies(tree, previous=first).digest == first.digest
+    assert read == ["webhooks.yaml"]  # not a policy: never kept, so parsed on every load
+    read.clear()
+    base = tree / "examples" / "my-field.yaml"
+    base.write_text(base.read_text() + "# edited\n")
+    second = load_policies(tree, previous=first)
+    assert sorted(read) == ["my-field.yaml", "team-sales.yaml", "webhooks.yaml"]  # it, and
+    assert second.digest == load_policies(tree).digest != first.digest  # what extends it
+
+
+def test_a_same_size_edit_with_its_old_time_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `cp -p` or `rsync -a` leave a file: the change time still tells."""
+    monkeypatch.setattr(loader, "SETTLE_NS", -(10**18))
+    tree = copy(tmp_path)
+    first = load_policies(tree)
+    base = tree / "examples" / "my-field.yaml"
+    before = base.stat()
+    text = base.read_text()
+    base.write_text(text.replace("kind, honest no", "kind, honest NO"))
+    os.utime(base, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (base.stat().st_size, base.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    second = load_policies(tree, previous=first)
+    assert second.digest == load_policies(tree).digest != first.digest
+
+
+def test_a_file_changed_just_before_a_load_is_read_by_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Times have the kernel's tick: a file changed just before it was read could change
+    again unseen, so it is read again until it has settled."""
+    tree = copy(tmp_path)
+    first = load_policies(tree)  # every file was written just now
+    read = reads(monkeypatch)
+    load_policies(tree, previous=first)
+    assert len(read) == len(list(tree.rglob("*.yaml"))) - len(list(tree.rglob("*_test.yaml")))
