@@ -48,7 +48,7 @@ bench: install ## microseconds per decision for the starter policies, in process
 bench-http: install ## HTTP: bare, /evaluate per engine, batch, Cerbos (needs wrk, npm; ARGS=...)
 	$(BIN)/python bench/throughput.py $(ARGS)
 
-bench-scale: install ## many policies and many rules, in process (ARGS=--policies 100,1000)
+bench-scale: install ## many policies (serve, reload, check) and many rules (ARGS=--policies 100,1000,10000)
 	$(BIN)/python bench/scale.py $(ARGS)
 
 bench-ab: install ## HTTP A/B against another revision, side by side (BASE=<rev>; needs wrk)

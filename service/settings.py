@@ -24,6 +24,10 @@ PREFIX = "HANDSHAKE_"
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     policies: str = "policies"
     """The policy directory."""
+    serve_only: str | None = None
+    """Serve only the policies whose names match these patterns, comma-separated (`*` also
+    matches across folders: `teams/emea/*,default`): one of several Deployments that share a
+    repository (docs/operations.md). The bases they extend are read wherever they are."""
     default_policy: str = "default"
     """The policy used when a request names none."""
     cel_engine: Literal["cel-expr-python", "cel-python"] = "cel-expr-python"

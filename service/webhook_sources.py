@@ -106,9 +106,11 @@ def load_webhooks(
     engine_name: str,
     default_policy: str,
     environ: Mapping[str, str] | None = None,
+    elsewhere: Collection[str] = (),
 ) -> Webhooks:
     """Load and compile the sources for the `policies` (names) loaded under `engine_name`;
-    raise `PolicyError` listing every problem."""
+    raise `PolicyError` listing every problem. Sources for the policies `elsewhere` (served by
+    another Deployment: HANDSHAKE_SERVE_ONLY) are left out."""
     environ = os.environ if environ is None else environ
     source = read_source(path, str(path))
     document, problems = validate(source, WebhooksDocument, _source_parts)
@@ -119,6 +121,8 @@ def load_webhooks(
     for name, config in document.sources.items():
         site = Site(source, ("sources", name))
         policy = config.policy or default_policy
+        if policy not in policies and policy in elsewhere:
+            continue
         if policy not in policies:
             hint = did_you_mean(policy, policies)
             problems.append(

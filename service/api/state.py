@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,8 +13,9 @@ import structlog
 
 from service.api.auth import Tokens
 from service.api.observability import Metrics
-from service.policy import PolicySet, load_policies
+from service.policy import PolicyError, PolicySet, Problem, load_policies
 from service.policy.decision import Out
+from service.policy.loader import policy_names
 from service.revision import policy_revision
 from service.settings import Settings
 from service.webhook_sources import Webhooks, load_webhooks
@@ -69,14 +72,36 @@ def load_active(settings: Settings, previous: PolicySet | None = None) -> Active
         engine=settings.cel_engine,
         compare_engines=False,  # a `check` concern, not a cost of every start-up and reload
         previous=previous,
+        only=served(directory, settings.serve_only),
     )
     path = webhooks_path(settings)
     webhooks = Webhooks()
     if path is not None:
+        elsewhere: Collection[str] = ()
+        if settings.serve_only is not None:
+            elsewhere = set(policy_names(directory)) - policy_set.policies.keys()
         webhooks = load_webhooks(
-            path, policy_set.policies, policy_set.engine, settings.default_policy
+            path,
+            policy_set.policies,
+            policy_set.engine,
+            settings.default_policy,
+            elsewhere=elsewhere,
         )
     return Active(policy_set, webhooks)
+
+
+def served(directory: Path, patterns: str | None) -> list[str] | None:
+    """The policies `HANDSHAKE_SERVE_ONLY` names (None: all); a pattern that matches none is
+    a load problem (a typo would otherwise serve nothing, quietly)."""
+    if patterns is None:
+        return None
+    names = policy_names(directory) if directory.is_dir() else []
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    unmatched = [p for p in wanted if not fnmatch.filter(names, p)]
+    if unmatched or not wanted:
+        message = f"HANDSHAKE_SERVE_ONLY: no policy matches `{', '.join(unmatched) or patterns}`"
+        raise PolicyError([Problem(file=str(directory), message=message)])
+    return [name for name in names if any(fnmatch.fnmatchcase(name, p) for p in wanted)]
 
 
 @dataclass(frozen=True)

@@ -114,9 +114,11 @@ def load_policies(
     server does not, so that it compiles each expression once, under the engine it serves);
     `previous`: a set loaded before (a reload's), whose policies are taken over unchanged
     where neither their file nor a base's changed: a reload compiles only what changed;
-    `only`: compile just these policies (a share of a `check` on many cores: `check_policies`).
+    `only`: compile just these policies (a share of `check_policies` on many cores, or what
+    `HANDSHAKE_SERVE_ONLY` names); the bases they extend are read, not served.
     """
     cel_engine = get_engine(engine)
+    only = None if only is None else frozenset(only)
     if not directory.is_dir():
         raise PolicyError(
             [Problem(file=label or str(directory), message="no such policy directory")]
@@ -134,7 +136,9 @@ def load_policies(
     kept = {
         name: policy
         for name, policy in known.items()
-        if name in files and policy.key == key_of(name, policy.extends)
+        if name in files
+        and (only is None or name in only)
+        and policy.key == key_of(name, policy.extends)
     }
     documents: dict[str, Document] = {}
     pending = [n for n in files if n not in kept and (only is None or n in only)]

@@ -19,6 +19,8 @@ from litestar import Litestar
 from litestar.testing import TestClient
 
 from service.api import create_app
+from service.api.state import load_active
+from service.policy import PolicyError
 from service.policy.engines import ENGINES
 from service.settings import Settings
 from tests.api.conftest import Log, sample
@@ -223,3 +225,29 @@ def test_a_policy_set_replaced_in_a_frozen_worker_is_freed(
         assert first_set() is None
     finally:
         gc.unfreeze()
+
+
+def test_a_deployment_serves_its_part_of_the_repository(tree: Path) -> None:
+    """HANDSHAKE_SERVE_ONLY: the policies named are served, under their names in the
+    repository; what they extend is read from wherever it is; the others are not served, and
+    their suites do not gate this Deployment's reloads."""
+    settings = Settings(
+        policies=str(tree),
+        serve_only="examples/team-*, examples/who-is-this",
+        watch=False,
+        reload_requires_tests=True,
+    )
+    app = create_app(settings)
+    with TestClient(app) as client:
+        listed = [p["name"] for p in client.get("/policies").json()["policies"]]
+        assert listed == ["examples/team-sales", "examples/who-is-this"]  # team-sales extends
+        decided = client.post("/evaluate", json={**REQUEST, "policy": "examples/team-sales"})
+        assert decided.status_code == 200  # its base, examples/my-field, is not served
+        assert client.post("/evaluate", json={**REQUEST, "policy": "default"}).status_code == 404
+        edit(tree, '"Hallo {{ request.requester.name }}, lange nicht gesprochen!', '"Servus!')
+        assert app.state.reloader.reload("test") is True  # default's suite fails: not ours
+
+
+def test_a_serve_only_pattern_that_matches_nothing_is_a_load_problem(tree: Path) -> None:
+    with pytest.raises(PolicyError, match=r"no policy matches `exampels/\*`"):
+        load_active(Settings(policies=str(tree), serve_only="examples/who-is-this,exampels/*"))
