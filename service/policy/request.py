@@ -22,6 +22,7 @@ __all__ = [
     "ConnectionRequest",
     "InputError",
     "Person",
+    "Previous",
     "Relationship",
     "check_depth",
     "convert",
@@ -122,6 +123,18 @@ _EDGE_DAYS = (date.min, date.max)
 class Person(Base, frozen=True, kw_only=True):
     id: Id | None = None
     name: Name
+    first_name: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                min_length=1,
+                max_length=200,
+                description="The name to greet them by; replies fall back to `name`",
+                extra_json_schema=_NO_NUL,
+            ),
+        ]
+        | None
+    ) = None
     headline: Annotated[str, msgspec.Meta(max_length=300, extra_json_schema=_NO_NUL)] | None = None
     industry: Text | None = None
     function: Text | None = None
@@ -134,7 +147,8 @@ class Person(Base, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         check_timestamps(self.last_active_at)
-        check_text(self, "id", "name", "headline", "industry", "function", "region", "company")
+        check_text(self, "id", "name", "first_name", "headline", "industry", "function")
+        check_text(self, "region", "company")
 
 
 class Relationship(Base, frozen=True, kw_only=True):
@@ -145,10 +159,25 @@ class Relationship(Base, frozen=True, kw_only=True):
     last_interaction_at: Timestamp | None = None
     known_via: KnownVia | None = None
     connected_elsewhere: Annotated[list[Platform], msgspec.Meta(max_length=20)] = []
+    declined_at: Timestamp | None = None  # an earlier request of theirs was declined then
 
     def __post_init__(self) -> None:
-        check_timestamps(self.last_interaction_at)
+        check_timestamps(self.last_interaction_at, self.declined_at)
         check_text(self, "shared_employers")
+
+
+class Previous(Base, frozen=True, kw_only=True):
+    """What was decided on this request before: it is being looked at again (pending for
+    months, after the call a deferral asked for, after the owner changed their policy)."""
+
+    decision: Literal["accept", "ignore", "decline", "defer"]
+    decided_at: Timestamp
+    rule: Annotated[str, msgspec.Meta(max_length=200, extra_json_schema=_NO_NUL)] | None = None
+    followed_up: bool = False  # the call or reply a deferral asked for took place
+
+    def __post_init__(self) -> None:
+        check_timestamps(self.decided_at)
+        check_text(self, "rule")
 
 
 class ConnectionRequest(Base, frozen=True, kw_only=True):
@@ -159,6 +188,7 @@ class ConnectionRequest(Base, frozen=True, kw_only=True):
     requester: Person
     recipient: Person
     relationship: Relationship = msgspec.field(default_factory=Relationship)
+    previous: Previous | None = None
     attributes: Annotated[
         dict[
             Annotated[str, msgspec.Meta(min_length=1, max_length=64, extra_json_schema=_NO_NUL)],

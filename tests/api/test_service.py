@@ -32,8 +32,8 @@ def test_list_policies(client: Client) -> None:
     assert "examples/met-or-worked" in names
     met = next(p for p in body["policies"] if p["name"] == "examples/met-or-worked")
     assert met["rules"] == [
-        {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:10"},
-        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:19"},
+        {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:11"},
+        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:20"},
     ]
     assert met["default"] == "ignore"
 
@@ -53,7 +53,7 @@ def test_health(client: Client) -> None:
     assert client.get("/health/live").json() == {"status": "ok"}
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ok"
-    assert ready["policies"] == 8
+    assert ready["policies"] == 10
     assert ready["digest"] == client.get("/policies").json()["digest"]
 
 
