@@ -23,7 +23,7 @@ from service.policy.compiled import CompiledOutcome, CompiledPolicy
 from service.policy.engines import ENGINES, Engine, Program, Scope, get_engine
 from service.policy.errors import with_article
 from service.policy.parts import PolicyParts, Site
-from service.policy.request import ConnectionRequest, Person, Relationship
+from service.policy.request import ConnectionRequest, Person, Previous, Relationship
 
 __all__ = ["MINIMAL", "REPRESENTATIVE", "probe"]
 
@@ -31,6 +31,7 @@ _T = datetime(2026, 1, 15, 9, 30, tzinfo=UTC)
 _FULL_PERSON = Person(
     id="p-1",
     name="Sample Person",
+    first_name="Sample",
     headline="Engineer",
     industry="software",
     function="engineering",
@@ -57,7 +58,9 @@ REPRESENTATIVE = ConnectionRequest(
         last_interaction_at=_T,
         known_via="colleague",
         connected_elsewhere=["xing"],
+        declined_at=_T,
     ),
+    previous=Previous(decision="defer", decided_at=_T, rule="ask-for-context", followed_up=True),
 )
 # No optional field present: a condition that fails here lacks a `has()` guard.
 MINIMAL = ConnectionRequest(
@@ -270,11 +273,14 @@ _OUTCOMES: dict[tuple[str, bool, str, tuple[object, ...]], tuple[Value, EvalErro
 
 
 def _value(scope: Scope, program: Program) -> tuple[Value, EvalError | None]:
-    """(value, None) or (None, the failure)."""
+    """(value, None) or (None, the failure). The failure is kept (_OUTCOMES) without its
+    traceback or cause: their frames would hold the whole load, the set it replaces
+    included, in a cycle that only the garbage collector could free."""
     try:
         return scope.run(program), None
     except EvalError as exc:
-        return None, exc
+        exc.__cause__ = exc.__context__ = None
+        return None, exc.with_traceback(None)
 
 
 def _type_error(result: tuple[Any, EvalError | None]) -> bool:

@@ -74,7 +74,7 @@ def test_named_policy_and_explain(client: Client) -> None:
     assert body["trace"]["rules"] == [
         {
             "rule": "already-connected-elsewhere",
-            "source": "examples/friends-elsewhere.yaml:13",
+            "source": "examples/friends-elsewhere.yaml:14",
             "matched": True,
         }
     ]

@@ -32,8 +32,8 @@ def test_list_policies(client: Client) -> None:
     assert "examples/met-or-worked" in names
     met = next(p for p in body["policies"] if p["name"] == "examples/met-or-worked")
     assert met["rules"] == [
-        {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:11"},
-        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:20"},
+        {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:15"},
+        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:24"},
     ]
     assert met["default"] == "ignore"
 

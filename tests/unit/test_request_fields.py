@@ -72,7 +72,7 @@ def test_the_default_policy_reads_a_third_of_the_request() -> None:
             "mutual_connections",
             "worked_together",
         ),
-        "requester": ("has_photo", "industry", "name"),
+        "requester": ("first_name", "has_photo", "industry", "name"),
     }
 
 
