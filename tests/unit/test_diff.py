@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from service.cli import main
-from tests.conftest import MINIMAL_POLICY
+from tests.conftest import MINIMAL_POLICY, POLICIES
 
 POLICY = """\
 apiVersion: handshake/v1
@@ -202,3 +203,44 @@ def test_bad_recorded_requests_exit_2(run: Run, tmp_path: Path) -> None:
     code, _, err = run("main", "--requests", str(recorded))
     assert code == 2
     assert err.startswith(f"handshake: error: {recorded}:1: ")
+
+
+def test_pending_requests_after_a_change_of_mind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/policy-workflow.md, "Changing your mind": the requests left pending that a
+    widened field would now accept, from examples/pending-requests.jsonl."""
+    sh(tmp_path, "init", "-q", "-b", "main")
+    sh(tmp_path, "config", "user.email", "test@example.com")
+    sh(tmp_path, "config", "user.name", "Test")
+    shutil.copytree(POLICIES, tmp_path / "policies")
+    commit(tmp_path, "policies")
+    default = tmp_path / "policies" / "default.yaml"
+    text = default.read_text()
+    assert "industries: [software, data]" in text
+    default.write_text(
+        text.replace("industries: [software, data]", "industries: [software, data, insurance]")
+    )
+    pending = POLICIES.parent / "examples" / "pending-requests.jsonl"
+    code = main(
+        [
+            "diff",
+            "--policies",
+            str(tmp_path / "policies"),
+            "main",
+            "--requests",
+            str(pending),
+            "--format",
+            "json",
+        ]
+    )
+    body = json.loads(capsys.readouterr().out)
+    assert code == 1
+    now_accepted = sorted(
+        c["source"]
+        for c in body["changes"]
+        if c["source"].startswith("pending-requests.jsonl")  # not the suites' cases
+        and c["before"]["decision"] == "ignore"
+        and c["after"]["decision"] == "accept"
+    )
+    assert now_accepted == ["pending-requests.jsonl:1", "pending-requests.jsonl:2"]
