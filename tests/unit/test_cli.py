@@ -52,7 +52,7 @@ def test_check_bundled_policies(
 ) -> None:
     code, out, _ = run(capsys, "check", str(POLICIES))
     assert code == 0
-    assert "10 policies, 2 webhook sources and 107 test cases" in out
+    assert "10 policies, 2 webhook sources and 111 test cases" in out
     assert "source `inbox-tool` has none of its secrets set" in out
     for name in ("EXAMPLE_CRM", "INBOX_TOOL"):
         monkeypatch.setenv(f"{name}_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
@@ -104,13 +104,13 @@ def test_policies_directory_from_the_environment(
 def test_test_command_runs_every_suite(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES))
     assert code == 0
-    assert out.splitlines()[-1] == "214 passed, 0 failed (cel-expr-python, cel-python)"
+    assert out.splitlines()[-1] == "222 passed, 0 failed (cel-expr-python, cel-python)"
 
 
 def test_test_command_under_one_engine(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "test", str(POLICIES), "--engine", "cel-python")
     assert code == 0
-    assert out.splitlines()[-1] == "107 passed, 0 failed (cel-python)"
+    assert out.splitlines()[-1] == "111 passed, 0 failed (cel-python)"
 
 
 def test_test_command_filter_and_verbose(capsys: pytest.CaptureFixture[str]) -> None:
@@ -445,10 +445,10 @@ def test_many_cores_say_what_one_says(
     two = run(capsys, command, "--jobs", "2", "-v" if command == "test" else "--strict", str(large))
     assert one == two
     if command == "check":  # the bundled 10 and the copies
-        assert f"{10 + 2 * MIN_SHARE + 6} policies, 2 webhook sources and 107 test cases" in one[1]
+        assert f"{10 + 2 * MIN_SHARE + 6} policies, 2 webhook sources and 111 test cases" in one[1]
     else:  # the cases of `recommendable` that expect `defer`, under each engine
         assert one[0] == 1
-        assert "210 passed, 4 failed" in one[1]
+        assert "218 passed, 4 failed" in one[1]
         assert one[1].count("FAIL ") == 4
 
 
