@@ -46,7 +46,8 @@ def test_evaluate_returns_the_decision(client: Client) -> None:
     assert body["rule"] == "reconnect-first"
     assert body["reply"] == {
         "locale": "de",
-        "text": "Hallo Ada Byron, lange nicht gesprochen! Wollen wir erst kurz telefonieren?",
+        "text": "Hallo Ada Byron, schön, nach so langer Zeit von Ihnen zu hören! "
+        "Wollen wir vorher kurz telefonieren?",
     }
     assert body["outputs"] == {"next_step": "propose_call"}
     assert body["errors"] == []
@@ -74,7 +75,7 @@ def test_named_policy_and_explain(client: Client) -> None:
     assert body["trace"]["rules"] == [
         {
             "rule": "already-connected-elsewhere",
-            "source": "examples/friends-elsewhere.yaml:14",
+            "source": "examples/friends-elsewhere.yaml:18",
             "matched": True,
         }
     ]

@@ -27,7 +27,7 @@ from tests.api.conftest import Log, sample
 from tests.api.server import running_server
 from tests.conftest import POLICIES
 
-OLD_TEXT = "Could we catch up on a call first?"
+OLD_TEXT = "Could we catch up on a call before we connect?"
 NEW_TEXT = "Shall we have a coffee first?"
 REQUEST = {"request": sample("old-colleague"), "now": "2026-11-22T09:00:00Z"}
 
@@ -126,7 +126,7 @@ def test_suites_can_gate_a_reload(tree: Path, log: Log) -> None:
     reloader = app.state.reloader
     with TestClient(app) as client:
         digest = client.get("/health/ready").json()["digest"]
-        edit(tree, '"Hallo {{ request.requester.name }}, lange nicht gesprochen!', '"Servus!')
+        edit(tree, '"Hallo {{ request.requester.name }}, schön, nach so langer Zeit', '"Servus!')
         assert reloader.reload("test") is False
         ready = client.get("/health/ready").json()
         assert ready["digest"] == digest
@@ -244,7 +244,7 @@ def test_a_deployment_serves_its_part_of_the_repository(tree: Path) -> None:
         decided = client.post("/evaluate", json={**REQUEST, "policy": "examples/team-sales"})
         assert decided.status_code == 200  # its base, examples/my-field, is not served
         assert client.post("/evaluate", json={**REQUEST, "policy": "default"}).status_code == 404
-        edit(tree, '"Hallo {{ request.requester.name }}, lange nicht gesprochen!', '"Servus!')
+        edit(tree, '"Hallo {{ request.requester.name }}, schön, nach so langer Zeit', '"Servus!')
         assert app.state.reloader.reload("test") is True  # default's suite fails: not ours
 
 

@@ -32,8 +32,13 @@ def test_list_policies(client: Client) -> None:
     assert "examples/met-or-worked" in names
     met = next(p for p in body["policies"] if p["name"] == "examples/met-or-worked")
     assert met["rules"] == [
-        {"id": "reconnect-first", "decision": "defer", "source": "examples/met-or-worked.yaml:15"},
-        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:24"},
+        {
+            "id": "reconnect-first",
+            "decision": "defer",
+            "description": "A work contact gone quiet; friends and family are accepted below.",
+            "source": "examples/met-or-worked.yaml:15",
+        },
+        {"id": "knows-well", "decision": "accept", "source": "examples/met-or-worked.yaml:25"},
     ]
     assert met["default"] == "ignore"
 

@@ -170,7 +170,8 @@ def test_eval_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
     assert decision["rule"] == "reconnect-first"
     assert decision["reply"] == {
         "locale": "de",
-        "text": "Hallo Ada Byron, lange nicht gesprochen! Wollen wir erst kurz telefonieren?",
+        "text": "Hallo Ada Byron, schön, nach so langer Zeit von Ihnen zu hören! "
+        "Wollen wir vorher kurz telefonieren?",
     }
     assert decision["policy"]["name"] == "default"
     assert decision["policy"]["digest"].startswith("sha256:")

@@ -28,7 +28,7 @@ TIES: dict[str, Relationship] = {
     **{k: Relationship(known_via=k) for k in KNOWN},  # type: ignore[arg-type]
     **{
         f"{k}, on WhatsApp": Relationship(known_via=k, connected_elsewhere=["whatsapp"])  # type: ignore[arg-type]
-        for k in PERSONAL
+        for k in (*PERSONAL, "colleague")
     },
 }
 ME = Person(name="Sam Rivera", has_photo=True, industry="software", connection_count=1200)
