@@ -32,6 +32,7 @@ from service.policy import (
     evaluate,
     load_policies,
 )
+from service.policy.coverage import measure
 from service.policy.decision import Decision
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.errors import sorted_problems
@@ -119,6 +120,17 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
     test.add_argument("--filter", metavar="TEXT", help="only cases whose policy or name has TEXT")
     test.add_argument("-v", "--verbose", action="store_true", help="list passing cases too")
+    test.add_argument(
+        "--coverage",
+        action="store_true",
+        help="report what the cases exercised: rules, branches of conditions, variables, locales",
+    )
+    test.add_argument(
+        "--min-coverage",
+        type=float,
+        metavar="PERCENT",
+        help="with --coverage: fail when fewer branches than this are covered",
+    )
     test.set_defaults(run=_test)
 
     ev = commands.add_parser("eval", parents=[policies], help="evaluate one request; print JSON")
@@ -279,13 +291,43 @@ def _test(args: argparse.Namespace) -> int:
                 print(line)
             passed, failed = passed + ok, failed + (not ok)
     print(f"{passed} passed, {failed} failed ({', '.join(engines)})")
+    covered = _coverage(directory, engines[0], args.min_coverage) if args.coverage else True
     if not passed + failed:
         reason = f"no test case matches `{args.filter}`" if args.filter else "no test cases"
         print(
             f"handshake: error: {reason} in {directory} (suites are `*_test.yaml` files)",
             file=sys.stderr,
         )
-    return 1 if failed or not passed + failed else 0
+    return 1 if failed or not passed + failed or not covered else 0
+
+
+def _coverage(directory: Path, engine: str, minimum: float | None) -> bool:
+    """Print what the suites exercised, per policy; False when below `minimum` percent of
+    branches."""
+    policy_set = load_policies(directory, engine=engine, compare_engines=False)
+    report = measure(policy_set, directory, load_suites(directory, policy_set.policies))
+    seen = total = 0
+    print(f"\ncoverage ({engine}):")
+    for policy in report:
+        seen += sum(len(b.seen) for b in policy.branches)
+        total += 2 * len(policy.branches)
+        print(
+            f"  {policy.name}: {policy.cases} case(s); rules {len(policy.matched)}/"
+            f"{len(policy.rules)}, branches {policy.branch_percent:.0f}%, variables "
+            f"{len(policy.evaluated & policy.variables.keys())}/{len(policy.variables)}, "
+            f"locales {len(policy.rendered & policy.locales)}/{len(policy.locales)}"
+        )
+        for line in policy.uncovered():
+            print(f"    {line}")
+    percent = 100.0 if not total else 100.0 * seen / total
+    print(f"branches: {seen}/{total} ({percent:.1f}%)")
+    if minimum is not None and percent < minimum:
+        print(
+            f"handshake: error: branch coverage {percent:.1f}% is below --min-coverage {minimum:g}",
+            file=sys.stderr,
+        )
+        return False
+    return True
 
 
 def _test_share(
