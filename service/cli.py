@@ -17,7 +17,8 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
+from xml.etree import ElementTree
 
 import msgspec
 
@@ -32,11 +33,11 @@ from service.policy import (
     evaluate,
     load_policies,
 )
-from service.policy.coverage import measure
+from service.policy.coverage import PolicyCoverage, measure
 from service.policy.decision import Decision
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.errors import sorted_problems
-from service.policy.loader import MIN_SHARE, check_policies, policy_names
+from service.policy.loader import MIN_SHARE, check_policies, policy_files, policy_names
 from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case
@@ -124,6 +125,12 @@ def _parser() -> argparse.ArgumentParser:
         "--coverage",
         action="store_true",
         help="report what the cases exercised: rules, branches of conditions, variables, locales",
+    )
+    test.add_argument(
+        "--format",
+        choices=("text", "json", "junit"),
+        default="text",
+        help="text (default); json; junit: JUnit XML, as CI systems read it",
     )
     test.add_argument(
         "--min-coverage",
@@ -238,7 +245,13 @@ def _check(args: argparse.Namespace) -> int:
         errors = sum(p.severity == "error" for p in exc.problems)
         print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
         return 1
-    warnings = [*checked.warnings, *webhooks.warnings]
+    untested = set(checked.names) - {case.policy for case in cases} if args.strict else set()
+    untested_files = [
+        Problem(file=str(path), message="no test suite names this policy", severity="warning")
+        for path in policy_files(directory)
+        if _policy_name(directory, path) in untested
+    ]
+    warnings = sorted_problems([*checked.warnings, *webhooks.warnings, *untested_files])
     for problem in warnings:
         print(problem)
     sources = f", {_count(len(webhooks.sources), 'webhook source')}" if webhooks.sources else ""
@@ -247,6 +260,10 @@ def _check(args: argparse.Namespace) -> int:
         f"{_count(len(cases), 'test case')} in {directory}: no errors, {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
+
+
+def _policy_name(directory: Path, path: Path) -> str:
+    return path.relative_to(directory).with_suffix("").as_posix()
 
 
 def _cores() -> int:
@@ -268,16 +285,14 @@ def _test(args: argparse.Namespace) -> int:
     names = policy_names(directory) if directory.is_dir() else []
     shares = max(1, min(args.jobs, len(names) // MIN_SHARE))
     tasks = [(e, names[i::shares] if shares > 1 else None) for e in engines for i in range(shares)]
-    run = functools.partial(
-        _test_share, directory, only=args.filter, verbose=args.verbose, labelled=len(engines) > 1
-    )
+    run = functools.partial(_test_share, directory, only=args.filter)
     jobs = min(args.jobs, len(tasks))
     if jobs > 1:  # fork: the workers start with what this process imported
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
             runs = list(pool.map(run, *zip(*tasks, strict=True)))
     else:
         runs = [run(*task) for task in tasks]
-    passed = failed = 0
+    results: list[_CaseRun] = []
     for engine in engines:
         mine = [run for (e, _), run in zip(tasks, runs, strict=True) if e == engine]
         for stage in ("load", "suites"):  # as loading them here would fail
@@ -286,28 +301,106 @@ def _test(args: argparse.Namespace) -> int:
                 _load_failed(directory, sorted_problems(problems))
             if problems:
                 raise PolicyError(problems)
-        for _, lines, ok in sorted(case for cases, _, _ in mine for case in cases):
-            for line in lines:
-                print(line)
-            passed, failed = passed + ok, failed + (not ok)
-    print(f"{passed} passed, {failed} failed ({', '.join(engines)})")
-    covered = _coverage(directory, engines[0], args.min_coverage) if args.coverage else True
-    if not passed + failed:
+        results += [case for _, case in sorted(c for cases, _, _ in mine for c in cases)]
+    failed = sum(bool(r.failures) for r in results)
+    summary_line = f"{len(results) - failed} passed, {failed} failed ({', '.join(engines)})"
+    coverage = None
+    if args.coverage:
+        policy_set = load_policies(directory, engine=engines[0], compare_engines=False)
+        coverage = measure(policy_set, directory, load_suites(directory, policy_set.policies))
+    if args.format == "junit":
+        sys.stdout.write(_junit(results))
+    elif args.format == "json":
+        body = {"cases": [msgspec.structs.asdict(r) for r in results], "failed": failed}
+        body |= {"passed": len(results) - failed, "engines": engines}
+        if coverage is not None:
+            body["coverage"] = [_coverage_json(policy) for policy in coverage]
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(body), indent=2).decode() + "\n")
+    else:
+        for result in results:
+            label = f" [{result.engine}]" if len(engines) > 1 else ""
+            where = f"{result.file}:{result.line}"
+            if result.failures:
+                print(f"FAIL {where} {result.title}{label}")
+                for failure in result.failures:
+                    print(f"     {failure}")
+            elif args.verbose:
+                print(f"ok   {where} {result.title}{label}")
+        print(summary_line)
+    covered = True
+    if coverage is not None:
+        out = sys.stdout if args.format == "text" else sys.stderr  # keep json and XML whole
+        covered = _print_coverage(coverage, engines[0], args.min_coverage, out)
+    if not results:
         reason = f"no test case matches `{args.filter}`" if args.filter else "no test cases"
         print(
             f"handshake: error: {reason} in {directory} (suites are `*_test.yaml` files)",
             file=sys.stderr,
         )
-    return 1 if failed or not passed + failed or not covered else 0
+    return 1 if failed or not results or not covered else 0
 
 
-def _coverage(directory: Path, engine: str, minimum: float | None) -> bool:
+class _CaseRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One suite case under one engine, as `test` reports it."""
+
+    engine: str
+    policy: str
+    title: str
+    file: str
+    line: int
+    failures: list[str]
+
+
+def _junit(results: list[_CaseRun]) -> str:
+    """JUnit XML, as CI systems read it: a test suite per engine, a test case per suite case."""
+    root = ElementTree.Element("testsuites", name="handshake")
+    for engine in dict.fromkeys(r.engine for r in results):
+        mine = [r for r in results if r.engine == engine]
+        failures = sum(bool(r.failures) for r in mine)
+        suite = ElementTree.SubElement(
+            root, "testsuite", name=engine, tests=str(len(mine)), failures=str(failures)
+        )
+        for result in mine:
+            case = ElementTree.SubElement(
+                suite,
+                "testcase",
+                classname=result.policy,
+                name=result.title,
+                file=result.file,
+                line=str(result.line),
+            )
+            if result.failures:
+                failure = ElementTree.SubElement(case, "failure", message=result.failures[0])
+                failure.text = "\n".join(result.failures)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _coverage_json(policy: PolicyCoverage) -> dict[str, object]:
+    return {
+        "policy": policy.name,
+        "cases": policy.cases,
+        "rules": {"matched": len(policy.matched), "total": len(policy.rules)},
+        "branches": {
+            "covered": sum(len(b.seen) for b in policy.branches),
+            "total": 2 * len(policy.branches),
+        },
+        "variables": {
+            "evaluated": len(policy.evaluated & policy.variables.keys()),
+            "total": len(policy.variables),
+        },
+        "locales": {"rendered": sorted(policy.rendered), "total": sorted(policy.locales)},
+        "uncovered": list(policy.uncovered()),
+    }
+
+
+def _print_coverage(
+    report: list[PolicyCoverage], engine: str, minimum: float | None, out: TextIO
+) -> bool:
     """Print what the suites exercised, per policy; False when below `minimum` percent of
     branches."""
-    policy_set = load_policies(directory, engine=engine, compare_engines=False)
-    report = measure(policy_set, directory, load_suites(directory, policy_set.policies))
     seen = total = 0
-    print(f"\ncoverage ({engine}):")
+    print(f"\ncoverage ({engine}):", file=out)
     for policy in report:
         seen += sum(len(b.seen) for b in policy.branches)
         total += 2 * len(policy.branches)
@@ -315,12 +408,13 @@ def _coverage(directory: Path, engine: str, minimum: float | None) -> bool:
             f"  {policy.name}: {policy.cases} case(s); rules {len(policy.matched)}/"
             f"{len(policy.rules)}, branches {policy.branch_percent:.0f}%, variables "
             f"{len(policy.evaluated & policy.variables.keys())}/{len(policy.variables)}, "
-            f"locales {len(policy.rendered & policy.locales)}/{len(policy.locales)}"
+            f"locales {len(policy.rendered & policy.locales)}/{len(policy.locales)}",
+            file=out,
         )
         for line in policy.uncovered():
-            print(f"    {line}")
+            print(f"    {line}", file=out)
     percent = 100.0 if not total else 100.0 * seen / total
-    print(f"branches: {seen}/{total} ({percent:.1f}%)")
+    print(f"branches: {seen}/{total} ({percent:.1f}%)", file=out)
     if minimum is not None and percent < minimum:
         print(
             f"handshake: error: branch coverage {percent:.1f}% is below --min-coverage {minimum:g}",
@@ -331,17 +425,10 @@ def _coverage(directory: Path, engine: str, minimum: float | None) -> bool:
 
 
 def _test_share(
-    directory: Path,
-    engine: str,
-    share: list[str] | None,
-    *,
-    only: str | None,
-    verbose: bool,
-    labelled: bool,
-) -> tuple[list[tuple[int, list[str], bool]], str | None, list[Problem]]:
-    """The cases of the policies in `share` (None: all) under one engine: per case, its
-    place among all cases, the lines to print and whether it passed; or where it failed
-    (`load`, `suites`) and the problems."""
+    directory: Path, engine: str, share: list[str] | None, *, only: str | None
+) -> tuple[list[tuple[int, _CaseRun]], str | None, list[Problem]]:
+    """The cases of the policies in `share` (None: all) under one engine, each with its
+    place among all cases; or where it failed (`load`, `suites`) and the problems."""
     try:
         # Comparing the engines is `check`'s: a test only needs each engine's own answers.
         policy_set = load_policies(directory, engine=engine, compare_engines=False, only=share)
@@ -354,19 +441,20 @@ def _test_share(
         every_case = load_suites(directory, known)
     except PolicyError as exc:
         return [], "suites", list(exc.problems)
-    label = f" [{engine}]" if labelled else ""
     cases = []
     for index, case in enumerate(every_case):
         if (only and only not in case.title) or case.policy not in policy_set.policies:
             continue
         result = run_case(policy_set, case)
-        where = f"{case.file}:{case.line}"
-        if result.failures:
-            lines = [f"FAIL {where} {case.title}{label}"]
-            lines += [f"     {failure}" for failure in result.failures]
-        else:
-            lines = [f"ok   {where} {case.title}{label}"] if verbose else []
-        cases.append((index, lines, not result.failures))
+        run = _CaseRun(
+            engine=engine,
+            policy=case.policy,
+            title=case.title,
+            file=case.file,
+            line=case.line,
+            failures=result.failures,
+        )
+        cases.append((index, run))
     return cases, None, []
 
 

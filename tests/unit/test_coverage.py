@@ -3,9 +3,11 @@ whose suite leaves a rule, the default and one branch unreached."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from junitparser import Failure, JUnitXml
 
 from service.cli import main
 from service.policy import load_policies
@@ -105,3 +107,58 @@ def test_the_command_reports_and_enforces_a_minimum(
     assert main(["test", "--coverage", "--min-coverage", "40", str(tree)]) == 1
     err = capsys.readouterr().err
     assert "branch coverage 35.7% is below --min-coverage 40" in err
+
+
+def test_junit_output_is_what_ci_systems_read(
+    tree: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cases_file = tree / "p_test.yaml"
+    text = cases_file.read_text()
+    cases_file.write_text(text.replace("expect: {rule: faceless}", "expect: {rule: known}"))
+    assert main(["test", "--format", "junit", "--coverage", str(tree)]) == 1
+    out, err = capsys.readouterr()
+    assert "coverage (cel-expr-python):" in err  # the XML on stdout stays whole
+    report = tmp_path / "junit.xml"
+    report.write_text(out)
+    xml = JUnitXml.fromfile(str(report))
+    suites = {suite.name: suite for suite in xml}
+    assert set(suites) == {"cel-expr-python", "cel-python"}
+    for suite in suites.values():
+        assert (suite.tests, suite.failures) == (2, 1)
+        cases = {case.name: case for case in suite}
+        assert cases["p > met, with mutual connections"].is_passed
+        failed = cases["p > no photo"]
+        assert failed.classname == "p"
+        (failure,) = failed.result
+        assert isinstance(failure, Failure)
+        assert failure.message == "rule: expected `known`, got `faceless`"
+
+
+def test_json_output(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["test", "--format", "json", "--coverage", "--engine", "cel-python", str(tree)]
+    assert main(argv) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert (body["passed"], body["failed"], body["engines"]) == (2, 0, ["cel-python"])
+    assert body["cases"][1] == {
+        "engine": "cel-python",
+        "policy": "p",
+        "title": "p > no photo",
+        "file": f"{tree}/p_test.yaml",
+        "line": 10,
+        "failures": [],
+    }
+    (coverage,) = body["coverage"]
+    assert coverage["branches"] == {"covered": 5, "total": 14}
+    assert coverage["rules"] == {"matched": 2, "total": 4}
+
+
+def test_check_strict_names_a_policy_without_a_suite(
+    tree: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tree / "lonely.yaml").write_text(POLICY)
+    assert main(["check", str(tree)]) == 0
+    assert "lonely" not in capsys.readouterr().out
+    assert main(["check", "--strict", str(tree)]) == 1
+    out = capsys.readouterr().out
+    assert f"{tree}/lonely.yaml: warning: no test suite names this policy" in out
+    assert "p.yaml: warning" not in out
