@@ -59,6 +59,9 @@ class CompiledPolicy:
     engine: Engine
     rules_program: RulesProgram | None = None  # the engine's one-call form of the rules
     request_fields: RequestFields | None = None  # what the expressions read (None: anything)
+    # The strings and integers its expressions and params hold: the values that can tip a
+    # condition (alternatives.py tries requests with them).
+    literals: tuple[str | int, ...] = ()
     key: str = ""  # what it was compiled from: its file and its bases', the engine (loader.py)
     problems: tuple[Problem, ...] = ()  # the warnings compiling it gave
 

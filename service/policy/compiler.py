@@ -7,9 +7,12 @@ then the checks that evaluate (service/policy/probe.py). See docs/policy-languag
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+import lark
 
 from service.policy.cel import (
     FUNCTIONS,
@@ -188,6 +191,7 @@ class _Compiler:
             engine=self.engine,
             rules_program=rules_program,
             request_fields=request_fields(p.expression for p in programs),
+            literals=_literals([*variables.values(), *(r.when for r in rules)], parts.params),
         )
 
     def outcome(self, site: Site, outcome: Outcome) -> CompiledOutcome | None:
@@ -377,3 +381,29 @@ def _find_cycle(start: str, deps: Mapping[str, set[str]]) -> list[str] | None:
                 visited.add(nxt)
                 stack.append((nxt, [*trail, nxt]))
     return None
+
+
+def _literals(programs: Iterable[Program], params: Mapping[str, Any]) -> tuple[str | int, ...]:
+    """The string and integer literals of the expressions and the params, in first-seen
+    order, at most MAX_LITERALS."""
+    found: dict[str | int, None] = {}
+    for program in programs:
+        for token in program.expression.tree.scan_values(lambda v: isinstance(v, lark.Token)):
+            if token.type == "STRING_LIT" and token.value[:1] in "'\"" and len(token.value) >= 2:
+                found.setdefault(token.value[1:-1])
+            elif token.type == "INT_LIT":
+                with contextlib.suppress(ValueError):
+                    found.setdefault(int(token.value, 0))
+    pending: list[Any] = [params]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, Mapping):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+        elif isinstance(value, str | int) and not isinstance(value, bool):
+            found.setdefault(value)
+    return tuple(found)[:MAX_LITERALS]
+
+
+MAX_LITERALS = 64

@@ -9,7 +9,16 @@ import msgspec
 
 from service.policy.model import Decision as DecisionValue
 
-__all__ = ["Decision", "PolicyRef", "Reply", "RuleError", "RuleTrace", "Trace", "VariableTrace"]
+__all__ = [
+    "Alternative",
+    "Decision",
+    "PolicyRef",
+    "Reply",
+    "RuleError",
+    "RuleTrace",
+    "Trace",
+    "VariableTrace",
+]
 
 
 class Out(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -44,9 +53,20 @@ class VariableTrace(Out, frozen=True, kw_only=True):
     error: str | None = None
 
 
+class Alternative(Out, frozen=True, kw_only=True):
+    """Another decision the policy reaches from this request with one field changed."""
+
+    decision: DecisionValue
+    rule: str | None  # the rule that would decide (None: the default)
+    field: str  # the field changed, as `relationship.met_in_person`
+    value: Any = None  # its value then (absent: left out)
+
+
 class Trace(Out, frozen=True, kw_only=True):
     rules: list[RuleTrace]
     variables: dict[str, VariableTrace]
+    # For each other decision reachable by changing one field the policy reads.
+    alternatives: list[Alternative] = []
 
 
 class Decision(Out, frozen=True, kw_only=True):

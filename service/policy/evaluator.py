@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from service.policy.alternatives import alternatives
 from service.policy.cel import EvalError, Value, to_json, type_name
 from service.policy.compiled import CompiledOutcome, CompiledPolicy, PolicySet
 from service.policy.decision import (
@@ -126,7 +127,15 @@ def evaluate(
         policy=PolicyRef(name=policy.name, revision=policy_set.revision, digest=policy_set.digest),
         decision_id=identifier or decision_id(policy_set, policy.name, request, now, locale),
         evaluated_at=now,
-        trace=Trace(rules=steps, variables=_variables(scope)) if explain else None,
+        trace=(
+            Trace(
+                rules=steps,
+                variables=_variables(scope),
+                alternatives=alternatives(policy, request, now, outcome.decision),
+            )
+            if explain
+            else None
+        ),
     )
 
 
