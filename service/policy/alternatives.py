@@ -24,6 +24,7 @@ from service.policy.compiled import CompiledPolicy
 from service.policy.decision import Alternative
 from service.policy.model import DECISIONS
 from service.policy.request import KNOWN_VIA, ConnectionRequest
+from service.policy.wording import choose_locale
 
 __all__ = ["MAX_TRIES", "alternatives"]
 
@@ -32,9 +33,14 @@ _NOTE = "Hello — I'd like to connect."  # a note, where there was none
 
 
 def alternatives(
-    policy: CompiledPolicy, request: ConnectionRequest, now: datetime, decision: str
+    policy: CompiledPolicy,
+    request: ConnectionRequest,
+    now: datetime,
+    decision: str,
+    locale: str | None = None,
 ) -> list[Alternative]:
-    """One alternative for each other decision reached, in the order of DECISIONS."""
+    """One alternative for each other decision reached, in the order of DECISIONS; with the
+    deciding rule's hint in `locale` (as a reply's locale is chosen), where it has one."""
     wanted = {o.decision for o in (*(r.outcome for r in policy.rules), policy.default)}
     wanted.discard(decision)
     found: dict[str, Alternative] = {}
@@ -44,11 +50,14 @@ def alternatives(
         changed = _with(request, path, value)
         rule, reached = _decide(policy, changed, now)
         if reached in wanted and reached not in found and _valid(changed):
+            hints = next((r.hint for r in policy.rules if r.id == rule), {})
+            chosen = choose_locale(hints, locale, policy.default_locale)
             found[reached] = Alternative(
                 decision=reached,  # type: ignore[arg-type]
                 rule=rule,
                 field=".".join(path),
                 value=value,
+                hint=hints[chosen] if chosen is not None else None,
             )
     return [found[d] for d in DECISIONS if d in found]
 

@@ -41,6 +41,7 @@ class CompiledRule:
     when: Program
     outcome: CompiledOutcome
     origin: str  # `file:line` in the policy directory where the rule was written (maybe a base's)
+    hint: Mapping[str, str] = field(default_factory=dict)  # by locale: for the requester
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from service.policy.compiled import CompiledOutcome, CompiledPolicy, CompiledRul
 from service.policy.cost import check_cost
 from service.policy.engines import Engine, Program, Rules
 from service.policy.errors import Problem, did_you_mean
-from service.policy.model import RESERVED_RULE_ID, Outcome
+from service.policy.model import RESERVED_RULE_ID, Outcome, Rule
 from service.policy.parts import PolicyParts, Site
 from service.policy.probe import probe
 from service.policy.wording import Template, TemplateError, compile_template
@@ -148,9 +148,12 @@ class _Compiler:
             seen.setdefault(rule.id, site)
             when = self.expression(site.at("when"), rule.when, condition=True)
             outcome = self.outcome(site, rule)
+            self.check_hint(site, rule)
             if when is not None and outcome is not None:
                 origin = f"{site.source.name}:{site.line}"
-                rules.append(CompiledRule(rule.id, rule.description, when, outcome, origin))
+                rules.append(
+                    CompiledRule(rule.id, rule.description, when, outcome, origin, rule.hint)
+                )
         default = self.outcome(parts.default[1], parts.default[0])
         self.check_locales([*((rule, site) for rule, site in parts.rules), parts.default])
         if any(p.severity == "error" for p in self.problems) or default is None:
@@ -226,6 +229,21 @@ class _Compiler:
             {k: v for k, v in reply.items() if v is not None},
             {k: v for k, v in outputs.items() if v is not None},
         )
+
+    def check_hint(self, site: Site, rule: Rule) -> None:
+        """A hint is plain text, in the default locale at least (like a reply)."""
+        for locale, text in rule.hint.items():
+            if "{{" in text or "}}" in text:
+                self.report(
+                    site.at("hint", locale), "a hint is plain text: no `{{ }}` placeholders"
+                )
+        locale = self.parts.default_locale
+        if rule.hint and locale.lower() not in {k.lower() for k in rule.hint}:
+            self.report(
+                site.at("hint"),
+                f"no hint in the default locale `{locale}`: requesters in other locales get none",
+                severity="warning",
+            )
 
     def check_locales(self, outcomes: list[tuple[Outcome, Site]]) -> None:
         """Warn where a reply lacks a locale that other replies of the policy have: those

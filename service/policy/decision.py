@@ -60,6 +60,7 @@ class Alternative(Out, frozen=True, kw_only=True):
     rule: str | None  # the rule that would decide (None: the default)
     field: str  # the field changed, as `relationship.met_in_person`
     value: Any = None  # its value then (absent: left out)
+    hint: str | None = None  # the deciding rule's hint for the requester, in their locale
 
 
 class Trace(Out, frozen=True, kw_only=True):

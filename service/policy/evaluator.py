@@ -131,7 +131,7 @@ def evaluate(
             Trace(
                 rules=steps,
                 variables=_variables(scope),
-                alternatives=alternatives(policy, request, now, outcome.decision),
+                alternatives=alternatives(policy, request, now, outcome.decision, locale),
             )
             if explain
             else None

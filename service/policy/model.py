@@ -71,10 +71,22 @@ class Outcome(Base, frozen=True, kw_only=True):
     outputs: dict[Identifier, Template] = {}
 
 
+Hint = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=300,
+        description="What the requester could do so that this rule decides; plain text",
+    ),
+]
+
+
 class Rule(Outcome, frozen=True, kw_only=True):
     id: RuleId
     description: str = ""
     when: Expression | bool  # `when: true` is written unquoted in YAML
+    # Shown to a requester by an integration, with an explained decision's alternatives.
+    hint: dict[Locale, Hint] = {}
 
 
 # A policy's name is its path under the policy directory, without `.yaml`: segments of letters,

@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from service.policy import evaluate
+from service.policy import PolicyError, evaluate, load_policies
 from service.policy.alternatives import _with
 from service.policy.request import decode_request
 from tests.conftest import POLICIES, bundled_policies
@@ -58,3 +58,43 @@ def test_every_alternative_holds(sample: Path) -> None:
                 name,
                 alternative,
             )
+
+
+def test_an_alternative_carries_the_rules_hint_in_the_requesters_locale() -> None:
+    request = decode_request((SAMPLES[0].parent / "stranger.json").read_bytes())
+    for locale, hint in [
+        ("fr", "Si nous nous connaissons, précisez d'où dans votre message."),
+        ("pt", "If we have met or worked together, say where in your note."),  # the default's
+    ]:
+        decision = evaluate(
+            bundled_policies(), "default", request, now=NOW, explain=True, locale=locale
+        )
+        assert decision.trace is not None
+        accept = decision.trace.alternatives[0]
+        assert (accept.rule, accept.hint) == ("close-tie", hint)
+        assert decision.trace.alternatives[1].hint is None  # personal-tie has none
+
+
+HINTED = """\
+apiVersion: handshake/v1
+kind: ConnectionPolicy
+default_locale: en
+rules:
+  - id: r
+    when: request.requester.has_photo
+    decision: accept
+    rationale: x
+    hint: {de: "Hallo {{ request.requester.name }}"}
+default: {decision: ignore, rationale: y}
+"""
+
+
+def test_check_holds_a_hint_to_plain_text_in_the_default_locale(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(HINTED)
+    with pytest.raises(PolicyError) as raised:
+        load_policies(tmp_path)
+    messages = {(p.severity, p.message) for p in raised.value.problems}
+    assert messages == {
+        ("error", "a hint is plain text: no `{{ }}` placeholders"),
+        ("warning", "no hint in the default locale `en`: requesters in other locales get none"),
+    }

@@ -246,7 +246,7 @@ def test_eval_explain_shows_rules_and_variables(
     assert [step["rule"] for step in trace["rules"]][:2] == ["anonymous", "friends-and-family"]
     assert trace["rules"][-1] == {
         "rule": "ask-for-context",
-        "source": "default.yaml:111",
+        "source": "default.yaml:123",
         "matched": True,
     }
     assert trace["variables"]["has_note"] == {"value": False}
