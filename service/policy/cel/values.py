@@ -57,6 +57,12 @@ class EvalError(Exception):
         super().__init__(message)
         self.kind = kind
 
+    def detached(self) -> EvalError:
+        """The same failure without a traceback or a cause, to keep or raise again: a kept
+        traceback holds its frames, and with them the scope that keeps it (a cycle only the
+        garbage collector frees, once for every failing decision)."""
+        return EvalError(str(self), self.kind)
+
 
 def json_number(value: int) -> int | float:
     """An integer as CEL reads a JSON number: itself within int64, a double beyond it."""

@@ -65,10 +65,10 @@ class CelScope:
             return own.eval(self._activation_for(needed))
         except EvalError:
             # As in cel-python, reading a failed variable fails with the variable's error.
-            for name in sorted(needed):
-                if name in self._failed:
-                    raise self._failed[name] from None
-            raise
+            failed = next((self._failed[n] for n in sorted(needed) if n in self._failed), None)
+            if failed is None:
+                raise
+        raise failed.detached()
 
     def variables(self) -> dict[str, Value | EvalError]:
         return {**self._values, **self._failed}
@@ -85,7 +85,7 @@ class CelScope:
         try:
             value = program.eval(self._activation_for(program.expression.variables))
         except EvalError as exc:
-            self._failed[name] = exc
+            self._failed[name] = exc.detached()
             return
         self._values[name] = value
         self.data["variables"][name] = to_data(value, keep_null=True)

@@ -79,20 +79,24 @@ class PyProgram:
         self._runner = _Runner(_ENVIRONMENT, expression.tree, EXTENSIONS)
 
     def run(self, names: Mapping[str, CelValue]) -> CelValue:
-        """Evaluate to a CEL value; raise `EvalError` for every failure, whatever happened."""
+        """Evaluate to a CEL value; raise `EvalError` for every failure, whatever happened.
+        The failure is raised outside the handler, so it carries no context: cel-python's
+        exception and its frames would otherwise stay reachable from it."""
         try:
             result = self._runner.evaluate(dict(names))
         except CELEvalError as exc:
-            raise _failure(exc) from None
+            failure = _failure(exc)
         except _BudgetExceededError:
-            raise EvalError(BUDGET_MESSAGE, "budget") from None
+            failure = EvalError(BUDGET_MESSAGE, "budget")
         except RecursionError:
-            raise EvalError("expression nests too deeply") from None
+            failure = EvalError("expression nests too deeply")
         except Exception as exc:  # cel-python lets some Python errors through
-            raise EvalError(f"evaluation failed: {type(exc).__name__}: {exc}") from None
-        if isinstance(result, CELEvalError):
-            raise _failure(result)
-        return result
+            failure = EvalError(f"evaluation failed: {type(exc).__name__}: {exc}")
+        else:
+            if not isinstance(result, CELEvalError):
+                return result
+            failure = _failure(result)
+        raise failure
 
 
 class LazyMap(celtypes.MapType):
