@@ -35,6 +35,7 @@ from service.policy import (
 )
 from service.policy.coverage import PolicyCoverage, measure
 from service.policy.decision import Decision
+from service.policy.decision_map import MAX_REGIONS, explore
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.errors import sorted_problems
 from service.policy.loader import MIN_SHARE, check_policies, policy_files, policy_names
@@ -139,6 +140,21 @@ def _parser() -> argparse.ArgumentParser:
         help="with --coverage: fail when fewer branches than this are covered",
     )
     test.set_defaults(run=_test)
+
+    mapping = commands.add_parser(
+        "map", parents=[policies], help="which rule decides which kinds of request (a decision map)"
+    )
+    mapping.add_argument("policy", metavar="POLICY", help="policy name, e.g. default")
+    mapping.add_argument("--format", choices=("text", "json"), default="text")
+    mapping.add_argument(
+        "--max-regions",
+        type=int,
+        default=MAX_REGIONS,
+        metavar="N",
+        help=f"decide at most N requests, spread over the space (default {MAX_REGIONS:,})",
+    )
+    mapping.add_argument("--now", metavar="TS", help="evaluation time, RFC 3339 (default: current)")
+    mapping.set_defaults(run=_map)
 
     ev = commands.add_parser("eval", parents=[policies], help="evaluate one request; print JSON")
     ev.add_argument("policy", metavar="POLICY", help="policy name, e.g. examples/met-or-worked")
@@ -456,6 +472,42 @@ def _test_share(
         )
         cases.append((index, run))
     return cases, None, []
+
+
+def _map(args: argparse.Namespace) -> int:
+    policy_set = _load(_directory(args), _engine(args))
+    now = _timestamp(args.now) if args.now else datetime.now(UTC)
+    try:
+        found = explore(policy_set, args.policy, now, max(1, args.max_regions))
+    except UnknownPolicyError as exc:
+        raise CommandError(str(exc)) from None
+    if args.format == "json":
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(found), indent=2).decode() + "\n")
+        return 0
+    spread = f" of {found.space:,}, spread over the space" if found.capped else ""
+    print(f"{found.policy}: {found.regions:,} kinds of request{spread}, varying:")
+    for name, values in found.dimensions.items():
+        print(f"  {name}: {', '.join(_shown(v) for v in values)}")
+    print(f"\n{'rule':28} {'decision':9} {'regions':>8}  the same in all of them")
+    for rule in found.rules:
+        same = ", ".join(f"{k}={_shown(v)}" for k, v in rule.same.items())
+        print(f"{rule.rule:28} {rule.decision:9} {rule.regions:8,}  {same}")
+    if found.unreached:
+        print(f"\nno request explored reaches: {', '.join(found.unreached)}")
+    if found.unexplored:
+        print(f"not explored (they read attributes): {', '.join(found.unexplored)}")
+    for region, failing, message in found.failures:
+        where = ", ".join(f"{k}={_shown(v)}" for k, v in region.items())
+        print(f"\n`{failing}` fails ({message}) for: {where}")
+    return 0
+
+
+def _shown(value: Any) -> str:
+    """A value as JSON (`-` for absent), short."""
+    if value is None:
+        return "-"
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from service.policy.model import DECISIONS
 from service.policy.request import KNOWN_VIA, ConnectionRequest
 from service.policy.wording import choose_locale
 
-__all__ = ["MAX_TRIES", "alternatives"]
+__all__ = ["MAX_TRIES", "alternatives", "decide", "fields_read", "with_field"]
 
 MAX_TRIES = 24
 _NOTE = "Hello — I'd like to connect."  # a note, where there was none
@@ -47,8 +47,8 @@ def alternatives(
     for tries, (path, value) in enumerate(_changes(policy, request)):
         if tries >= MAX_TRIES or wanted <= found.keys():
             break
-        changed = _with(request, path, value)
-        rule, reached = _decide(policy, changed, now)
+        changed = with_field(request, path, value)
+        rule, reached, _ = decide(policy, changed, now)
         if reached in wanted and reached not in found and _valid(changed):
             hints = next((r.hint for r in policy.rules if r.id == rule), {})
             chosen = choose_locale(hints, locale, policy.default_locale)
@@ -62,31 +62,34 @@ def alternatives(
     return [found[d] for d in DECISIONS if d in found]
 
 
-def _decide(
+def decide(
     policy: CompiledPolicy, request: ConnectionRequest, now: datetime
-) -> tuple[str | None, str]:
-    """The rule that decides `request` (None: the default) and its decision."""
+) -> tuple[str | None, str, list[tuple[str, str]]]:
+    """The rule that decides `request` (None: the default), its decision, and the rules
+    that failed on the way (rule, message): a decision without its texts, for searching."""
     scope = policy.scope(request, now)
     if policy.rules_program is not None:
         try:
             match = policy.rules_program.first_match(scope)
         except EvalError:
-            match = None
+            match = None  # go rule by rule, which names the failure
         if match is not None:
             if match.position < 0:
-                return None, policy.default.decision
+                return None, policy.default.decision, []
             rule = policy.rules[match.position]
-            return rule.id, rule.outcome.decision
+            return rule.id, rule.outcome.decision, []
+    failed: list[tuple[str, str]] = []
     for rule in policy.rules:
         try:
-            matched = scope.run(rule.when) is True
-        except EvalError:
+            result = scope.run(rule.when)
+        except EvalError as exc:
+            failed.append((rule.id, str(exc)))
             if policy.on_error == "default":
                 break
             continue
-        if matched:
-            return rule.id, rule.outcome.decision
-    return None, policy.default.decision
+        if result is True:
+            return rule.id, rule.outcome.decision, failed
+    return None, policy.default.decision, failed
 
 
 Change = tuple[tuple[str, ...], Any]  # a field's path, and its new value
@@ -103,7 +106,7 @@ def _changes(policy: CompiledPolicy, request: ConnectionRequest) -> Iterator[Cha
     numbers = sorted({v for v in policy.literals if isinstance(v, int)})
     fields = [
         (path, field, _get(request, path))
-        for path, field in _fields(policy)
+        for path, field in fields_read(policy)
         if len(path) == 1 or _get(request, path[:-1]) is not None  # not inside an absent part
     ]
     for kind in range(7):
@@ -113,7 +116,7 @@ def _changes(policy: CompiledPolicy, request: ConnectionRequest) -> Iterator[Cha
                     yield path, value
 
 
-def _fields(policy: CompiledPolicy) -> Iterator[tuple[tuple[str, ...], Field]]:
+def fields_read(policy: CompiledPolicy) -> Iterator[tuple[tuple[str, ...], Field]]:
     reads = policy.request_fields
     for name, field in REQUEST.fields.items():
         if name == "attributes" or (reads is not None and name not in reads):
@@ -171,10 +174,10 @@ def _get(request: ConnectionRequest, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _with(value: Any, path: tuple[str, ...], new: Any) -> Any:
+def with_field(value: Any, path: tuple[str, ...], new: Any) -> Any:
     """`value` with the field at `path` set to `new` (not validated: see `_valid`)."""
     head, *rest = path
-    inner = _with(getattr(value, head), tuple(rest), new) if rest else new
+    inner = with_field(getattr(value, head), tuple(rest), new) if rest else new
     return msgspec.structs.replace(value, **{head: inner})
 
 

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from service.policy import PolicyError, evaluate, load_policies
-from service.policy.alternatives import _with
+from service.policy.alternatives import with_field
 from service.policy.request import decode_request
 from tests.conftest import POLICIES, bundled_policies
 
@@ -51,7 +51,7 @@ def test_every_alternative_holds(sample: Path) -> None:
         assert decision.decision not in reached, name
         assert len(reached) == len(set(reached)), name
         for alternative in decision.trace.alternatives:
-            changed = _with(request, tuple(alternative.field.split(".")), alternative.value)
+            changed = with_field(request, tuple(alternative.field.split(".")), alternative.value)
             msgspec.convert(msgspec.to_builtins(changed), type(request))  # a request one can send
             again = evaluate(policy_set, name, changed, now=NOW)
             assert (again.decision, again.rule) == (alternative.decision, alternative.rule), (
