@@ -26,7 +26,14 @@ from service.policy.model import DECISIONS
 from service.policy.request import KNOWN_VIA, ConnectionRequest
 from service.policy.wording import choose_locale
 
-__all__ = ["MAX_TRIES", "alternatives", "decide", "fields_read", "with_field"]
+__all__ = [
+    "MAX_TRIES",
+    "alternatives",
+    "decide",
+    "field_value",
+    "fields_read",
+    "with_field",
+]
 
 MAX_TRIES = 24
 _NOTE = "Hello — I'd like to connect."  # a note, where there was none
@@ -105,9 +112,9 @@ def _changes(policy: CompiledPolicy, request: ConnectionRequest) -> Iterator[Cha
     strings = [v for v in policy.literals if isinstance(v, str) and v]
     numbers = sorted({v for v in policy.literals if isinstance(v, int)})
     fields = [
-        (path, field, _get(request, path))
+        (path, field, field_value(request, path))
         for path, field in fields_read(policy)
-        if len(path) == 1 or _get(request, path[:-1]) is not None  # not inside an absent part
+        if len(path) == 1 or field_value(request, path[:-1]) is not None  # not inside an absent part
     ]
     for kind in range(7):
         for path, field, current in fields:
@@ -167,7 +174,8 @@ def _values(
         yield None
 
 
-def _get(request: ConnectionRequest, path: tuple[str, ...]) -> Any:
+def field_value(request: ConnectionRequest, path: tuple[str, ...]) -> Any:
+    """The value at `path` (None where it, or a part it is in, is absent)."""
     value: Any = request
     for name in path:
         value = getattr(value, name, None)

@@ -31,7 +31,7 @@ from typing import Any
 import lark
 import msgspec
 
-from service.policy.alternatives import decide, fields_read, with_field
+from service.policy.alternatives import decide, field_value, fields_read, with_field
 from service.policy.cel import COMPREHENSIONS, REQUEST, Reference, Tree, references
 from service.policy.cel.references import arguments, bare_name
 from service.policy.cel.schema import Field
@@ -154,7 +154,7 @@ def _dimensions(policy: CompiledPolicy, now: datetime) -> dict[tuple[str, ...], 
             continue
         if path not in compared and spec.kind not in ("bool", "timestamp") and path != ("message",):
             continue  # read for a reply's text, not compared: it tells no region apart
-        base = _get(_BASE, path)
+        base = field_value(_BASE, path)
         values = [base, *_values(path, spec, compared.get(path, []), now)]
         unique = [_unhashable(v) for v in dict.fromkeys(_hashable(v) for v in values)]
         dimensions[path] = [v for v in unique if v == base or _accepted(path, v)]
@@ -308,13 +308,6 @@ def _flatten(value: Any) -> Iterator[Any]:
             yield from _flatten(item)
     elif isinstance(value, str | int) and not isinstance(value, bool):
         yield value
-
-
-def _get(request: ConnectionRequest, path: tuple[str, ...]) -> Any:
-    value: Any = request
-    for name in path:
-        value = getattr(value, name, None)
-    return value
 
 
 def _hashable(value: Any) -> Any:
