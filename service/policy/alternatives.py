@@ -114,7 +114,7 @@ def _changes(policy: CompiledPolicy, request: ConnectionRequest) -> Iterator[Cha
     fields = [
         (path, field, field_value(request, path))
         for path, field in fields_read(policy)
-        if len(path) == 1 or field_value(request, path[:-1]) is not None  # not inside an absent part
+        if len(path) == 1 or field_value(request, path[:-1]) is not None  # its part is there
     ]
     for kind in range(7):
         for path, field, current in fields:
