@@ -18,10 +18,11 @@ from typing import Any
 
 import msgspec
 
-from service.policy.cel import REQUEST, EvalError
+from service.policy.cel import REQUEST
 from service.policy.cel.schema import Field, Message
 from service.policy.compiled import CompiledPolicy
-from service.policy.decision import Alternative
+from service.policy.deciding import first_match, rule_by_rule
+from service.policy.decision import Alternative, RuleError
 from service.policy.model import DECISIONS
 from service.policy.request import KNOWN_VIA, ConnectionRequest
 from service.policy.wording import choose_locale
@@ -71,32 +72,19 @@ def alternatives(
 
 def decide(
     policy: CompiledPolicy, request: ConnectionRequest, now: datetime
-) -> tuple[str | None, str, list[tuple[str, str]]]:
-    """The rule that decides `request` (None: the default), its decision, and the rules
-    that failed on the way (rule, message): a decision without its texts, for searching."""
+) -> tuple[str | None, str, list[RuleError]]:
+    """The rule that decides `request` (None: the default), its decision, and the failures
+    on the way (deciding.py): a decision without its texts, for searching."""
     scope = policy.scope(request, now)
-    if policy.rules_program is not None:
-        try:
-            match = policy.rules_program.first_match(scope)
-        except EvalError:
-            match = None  # go rule by rule, which names the failure
-        if match is not None:
-            if match.position < 0:
-                return None, policy.default.decision, []
-            rule = policy.rules[match.position]
-            return rule.id, rule.outcome.decision, []
-    failed: list[tuple[str, str]] = []
-    for rule in policy.rules:
-        try:
-            result = scope.run(rule.when)
-        except EvalError as exc:
-            failed.append((rule.id, str(exc)))
-            if policy.on_error == "default":
-                break
-            continue
-        if result is True:
-            return rule.id, rule.outcome.decision, failed
-    return None, policy.default.decision, failed
+    match = first_match(policy, scope)
+    if match is not None:
+        if match.position < 0:
+            return None, policy.default.decision, []
+        rule = policy.rules[match.position]
+        return rule.id, rule.outcome.decision, []
+    errors: list[RuleError] = []
+    rule_id, outcome = rule_by_rule(policy, scope, errors)
+    return rule_id, outcome.decision, errors
 
 
 Change = tuple[tuple[str, ...], Any]  # a field's path, and its new value

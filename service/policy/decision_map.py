@@ -109,9 +109,9 @@ def explore(
         else:
             summary.same = region
         summary.regions += 1
-        for failing, message in failed:
+        for error in failed:
             if len(failures) < MAX_FAILURES:
-                failures.append((region, failing, message))
+                failures.append((region, error.rule or "default", error.message))
     return DecisionMap(
         policy=name,
         dimensions={".".join(path): values for path, values in dimensions.items()},

@@ -20,8 +20,9 @@ from typing import Any
 import msgspec
 
 from service.policy.alternatives import alternatives
-from service.policy.cel import EvalError, Value, to_json, type_name
+from service.policy.cel import EvalError, Value, to_json
 from service.policy.compiled import CompiledOutcome, CompiledPolicy, PolicySet
+from service.policy.deciding import first_match, rule_by_rule
 from service.policy.decision import (
     Decision,
     PolicyRef,
@@ -31,7 +32,7 @@ from service.policy.decision import (
     Trace,
     VariableTrace,
 )
-from service.policy.engines import Match, Program, Scope
+from service.policy.engines import Program, Scope
 from service.policy.request import ConnectionRequest
 from service.policy.wording import NOTHING_KNOWN, choose_locale
 
@@ -109,9 +110,9 @@ def evaluate(
 
     rule_id: str | None = None
     outcome = policy.default
-    match = None if explain else _first_match(policy, scope)  # explain needs every step
+    match = None if explain else first_match(policy, scope)  # explain needs every step
     if match is None:
-        rule_id, outcome = _rule_by_rule(policy, scope, errors, steps)
+        rule_id, outcome = rule_by_rule(policy, scope, errors, steps)
     elif match.position >= 0:
         rule_id, outcome = policy.rules[match.position].id, policy.rules[match.position].outcome
 
@@ -137,37 +138,6 @@ def evaluate(
             else None
         ),
     )
-
-
-def _first_match(policy: CompiledPolicy, scope: Scope) -> Match | None:
-    """The engine's one-call answer, when it has one and nothing failed on the way."""
-    if policy.rules_program is None:
-        return None
-    try:
-        return policy.rules_program.first_match(scope)
-    except EvalError:
-        return None  # go rule by rule, which reports the failure exactly
-
-
-def _rule_by_rule(
-    policy: CompiledPolicy, scope: Scope, errors: list[RuleError], steps: list[RuleTrace]
-) -> tuple[str | None, CompiledOutcome]:
-    """Rules in order; the first whose condition is true decides. Failures are recorded."""
-    for rule in policy.rules:
-        try:
-            result = scope.run(rule.when)
-            if type(result) is not bool:
-                raise EvalError(f"condition returned a {type_name(result)}, not a bool")
-        except EvalError as exc:
-            errors.append(RuleError(rule=rule.id, message=str(exc)))
-            steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=False, error=str(exc)))
-            if policy.on_error == "default":
-                break
-            continue
-        steps.append(RuleTrace(rule=rule.id, source=rule.origin, matched=result))
-        if result:
-            return rule.id, rule.outcome
-    return None, policy.default
 
 
 def _render(
