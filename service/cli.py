@@ -397,14 +397,8 @@ def _coverage_json(policy: PolicyCoverage) -> dict[str, object]:
         "policy": policy.name,
         "cases": policy.cases,
         "rules": {"matched": len(policy.matched), "total": len(policy.rules)},
-        "branches": {
-            "covered": sum(len(b.seen) for b in policy.branches),
-            "total": 2 * len(policy.branches),
-        },
-        "variables": {
-            "evaluated": len(policy.evaluated & policy.variables.keys()),
-            "total": len(policy.variables),
-        },
+        "branches": {"covered": policy.branches_seen, "total": policy.branches_total},
+        "variables": {"evaluated": policy.variables_evaluated, "total": len(policy.variables)},
         "locales": {"rendered": sorted(policy.rendered), "total": sorted(policy.locales)},
         "uncovered": list(policy.uncovered()),
     }
@@ -418,13 +412,13 @@ def _print_coverage(
     seen = total = 0
     print(f"\ncoverage ({engine}):", file=out)
     for policy in report:
-        seen += sum(len(b.seen) for b in policy.branches)
-        total += 2 * len(policy.branches)
+        seen += policy.branches_seen
+        total += policy.branches_total
         print(
             f"  {policy.name}: {policy.cases} case(s); rules {len(policy.matched)}/"
             f"{len(policy.rules)}, branches {policy.branch_percent:.0f}%, variables "
-            f"{len(policy.evaluated & policy.variables.keys())}/{len(policy.variables)}, "
-            f"locales {len(policy.rendered & policy.locales)}/{len(policy.locales)}",
+            f"{policy.variables_evaluated}/{len(policy.variables)}, "
+            f"locales {policy.locales_rendered}/{len(policy.locales)}",
             file=out,
         )
         for line in policy.uncovered():

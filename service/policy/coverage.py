@@ -51,9 +51,26 @@ class PolicyCoverage:
     rendered: set[str] = field(default_factory=set)
 
     @property
+    def branches_seen(self) -> int:
+        """Truth values seen, over all operands (each can be seen true and false)."""
+        return sum(len(branch.seen) for branch in self.branches)
+
+    @property
+    def branches_total(self) -> int:
+        return 2 * len(self.branches)
+
+    @property
     def branch_percent(self) -> float:
-        total = 2 * len(self.branches)
-        return 100.0 if not total else 100.0 * sum(len(b.seen) for b in self.branches) / total
+        total = self.branches_total
+        return 100.0 if not total else 100.0 * self.branches_seen / total
+
+    @property
+    def variables_evaluated(self) -> int:
+        return len(self.evaluated & self.variables.keys())
+
+    @property
+    def locales_rendered(self) -> int:
+        return len(self.rendered & self.locales)
 
     def uncovered(self) -> Iterator[str]:
         """One line for each thing no case covered, `file:line:column: what`."""
