@@ -38,7 +38,13 @@ from service.policy.decision import Decision
 from service.policy.decision_map import MAX_REGIONS, explore
 from service.policy.engines import DEFAULT_ENGINE, ENGINES
 from service.policy.errors import sorted_problems
-from service.policy.loader import MIN_SHARE, check_policies, policy_files, policy_names
+from service.policy.loader import (
+    check_policies,
+    policy_files,
+    policy_name,
+    policy_names,
+    shares,
+)
 from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import load_suites, run_case
@@ -265,7 +271,7 @@ def _check(args: argparse.Namespace) -> int:
     untested_files = [
         Problem(file=str(path), message="no test suite names this policy", severity="warning")
         for path in policy_files(directory)
-        if _policy_name(directory, path) in untested
+        if policy_name(directory, path) in untested
     ]
     warnings = sorted_problems([*checked.warnings, *webhooks.warnings, *untested_files])
     for problem in warnings:
@@ -276,10 +282,6 @@ def _check(args: argparse.Namespace) -> int:
         f"{_count(len(cases), 'test case')} in {directory}: no errors, {len(warnings)} warning(s)"
     )
     return 1 if args.strict and warnings else 0
-
-
-def _policy_name(directory: Path, path: Path) -> str:
-    return path.relative_to(directory).with_suffix("").as_posix()
 
 
 def _cores() -> int:
@@ -299,8 +301,7 @@ def _test(args: argparse.Namespace) -> int:
     directory = _directory(args)
     engines = [args.engine] if args.engine else list(ENGINES)
     names = policy_names(directory) if directory.is_dir() else []
-    shares = max(1, min(args.jobs, len(names) // MIN_SHARE))
-    tasks = [(e, names[i::shares] if shares > 1 else None) for e in engines for i in range(shares)]
+    tasks = [(engine, share) for engine in engines for share in shares(names, args.jobs)]
     run = functools.partial(_test_share, directory, only=args.filter)
     jobs = min(args.jobs, len(tasks))
     if jobs > 1:  # fork: the workers start with what this process imported

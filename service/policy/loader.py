@@ -39,7 +39,9 @@ __all__ = [
     "check_policies",
     "load_policies",
     "policy_files",
+    "policy_name",
     "policy_names",
+    "shares",
     "validate",
 ]
 
@@ -216,21 +218,27 @@ def check_policies(
             [Problem(file=label or str(directory), message="no such policy directory")]
         )
     names = policy_names(directory)
-    jobs = max(1, min(jobs, len(names) // MIN_SHARE))
-    shares = [names[index::jobs] for index in range(jobs)]
-    if jobs == 1:
-        found = [_check_share(directory, label, engine, None)]
+    parts = shares(names, jobs)
+    work = functools.partial(_check_share, directory, label, engine)
+    if len(parts) == 1:
+        found = [work(None)]
     else:
         # fork: the workers start with what this process imported (it runs no threads)
         context = multiprocessing.get_context("fork")
-        work = functools.partial(_check_share, directory, label, engine)
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            found = list(pool.map(work, shares))
+        with ProcessPoolExecutor(len(parts), mp_context=context) as pool:
+            found = list(pool.map(work, parts))
     compiled = {name for share, _ in found for name in share}
     problems = sorted_problems(p for _, share_problems in found for p in share_problems)
     if any(p.severity == "error" for p in problems):
         raise PolicyError(problems)
     return Checked(tuple(n for n in names if n in compiled), tuple(problems))
+
+
+def shares(names: list[str], jobs: int) -> list[list[str] | None]:
+    """`names` dealt out to at most `jobs` processes of MIN_SHARE or more each; [None] (all
+    of them, in this process) when that is one."""
+    count = max(1, min(jobs, len(names) // MIN_SHARE))
+    return [None] if count == 1 else [names[index::count] for index in range(count)]
 
 
 def _check_share(
@@ -247,6 +255,11 @@ def _check_share(
 def policy_names(directory: Path) -> list[str]:
     """The name of every policy file below `directory`, in file order."""
     return [_name(relative) for relative in _relative_files(directory, False)]
+
+
+def policy_name(directory: Path, path: Path) -> str:
+    """The name of the policy in file `path` below `directory`."""
+    return _name(path.relative_to(directory).as_posix())
 
 
 def _name(relative: str) -> str:
