@@ -7,12 +7,9 @@ then the checks that evaluate (service/policy/probe.py). See docs/policy-languag
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
-
-import lark
 
 from service.policy.cel import (
     FUNCTIONS,
@@ -23,7 +20,7 @@ from service.policy.cel import (
     request_fields,
 )
 from service.policy.cel.checker import TypeCheckError, type_check
-from service.policy.cel.references import Call, Misuse
+from service.policy.cel.references import Call, Misuse, literals, scalars
 from service.policy.cel.schema import REQUEST_SHAPE, check_path, shape_of_value
 from service.policy.compiled import CompiledOutcome, CompiledPolicy, CompiledRule
 from service.policy.cost import check_cost
@@ -404,24 +401,8 @@ def _find_cycle(start: str, deps: Mapping[str, set[str]]) -> list[str] | None:
 def _literals(programs: Iterable[Program], params: Mapping[str, Any]) -> tuple[str | int, ...]:
     """The string and integer literals of the expressions and the params, in first-seen
     order, at most MAX_LITERALS."""
-    found: dict[str | int, None] = {}
-    for program in programs:
-        for token in program.expression.tree.scan_values(lambda v: isinstance(v, lark.Token)):
-            if token.type == "STRING_LIT" and token.value[:1] in "'\"" and len(token.value) >= 2:
-                found.setdefault(token.value[1:-1])
-            elif token.type == "INT_LIT":
-                with contextlib.suppress(ValueError):
-                    found.setdefault(int(token.value, 0))
-    pending: list[Any] = [params]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, Mapping):
-            pending.extend(value.values())
-        elif isinstance(value, list | tuple):
-            pending.extend(value)
-        elif isinstance(value, str | int) and not isinstance(value, bool):
-            found.setdefault(value)
-    return tuple(found)[:MAX_LITERALS]
+    found = [value for program in programs for value in literals(program.expression.tree)]
+    return tuple(dict.fromkeys([*found, *scalars(params)]))[:MAX_LITERALS]
 
 
 MAX_LITERALS = 64

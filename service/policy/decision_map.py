@@ -33,7 +33,7 @@ import msgspec
 
 from service.policy.alternatives import decide, field_value, fields_read, with_field
 from service.policy.cel import COMPREHENSIONS, REQUEST, Reference, Tree, references
-from service.policy.cel.references import arguments, bare_name
+from service.policy.cel.references import arguments, bare_name, literals, scalars
 from service.policy.cel.schema import Field
 from service.policy.compiled import CompiledPolicy, PolicySet
 from service.policy.request import KNOWN_VIA, ConnectionRequest, Person, Previous
@@ -156,7 +156,7 @@ def _dimensions(policy: CompiledPolicy, now: datetime) -> dict[tuple[str, ...], 
             continue  # read for a reply's text, not compared: it tells no region apart
         base = field_value(_BASE, path)
         values = [base, *_values(path, spec, compared.get(path, []), now)]
-        unique = [_unhashable(v) for v in dict.fromkeys(_hashable(v) for v in values)]
+        unique = [v for i, v in enumerate(values) if v not in values[:i]]  # lists: no hash
         dimensions[path] = [v for v in unique if v == base or _accepted(path, v)]
     if policy.request_fields is None or "previous" in policy.request_fields:
         at = now - timedelta(days=30)
@@ -280,39 +280,13 @@ def _constants(
     directly or through variables."""
     if not isinstance(node, lark.Tree) or depth > 4:
         return
-    for token in node.scan_values(lambda v: isinstance(v, lark.Token)):
-        if token.type == "STRING_LIT" and token.value[:1] in "'\"" and len(token.value) >= 2:
-            yield token.value[1:-1]
-        elif token.type == "INT_LIT":
-            try:
-                yield int(token.value, 0)
-            except ValueError:
-                continue
+    yield from literals(node)
     for found in references(node):
         if isinstance(found, Reference) and found.path[0] == "params":
             value = params
             for segment in found.path[1:]:
                 value = value.get(segment) if isinstance(value, Mapping) else None
-            yield from _flatten(value)
+            yield from scalars(value)
         elif isinstance(found, Reference) and found.path[0] == "variables" and found.path[1:]:
             inner = definitions.get(found.path[1])
             yield from _constants(inner, params, definitions, depth + 1)
-
-
-def _flatten(value: Any) -> Iterator[Any]:
-    if isinstance(value, Mapping):
-        for item in value.values():
-            yield from _flatten(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _flatten(item)
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        yield value
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _unhashable(value: Any) -> Any:
-    return list(value) if isinstance(value, tuple) else value

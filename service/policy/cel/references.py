@@ -9,7 +9,7 @@ afterwards (checker.py). Nothing here recurses deeper than the parse tree's heig
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import lark
@@ -27,7 +27,9 @@ __all__ = [
     "arguments",
     "bare_name",
     "iterations",
+    "literals",
     "references",
+    "scalars",
     "selection",
 ]
 
@@ -259,3 +261,28 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\(?:000|[xX]00|u0000|U00000000)")
 def _at(node: Tree) -> tuple[int, int]:
     meta = node.meta
     return (getattr(meta, "line", 1), getattr(meta, "column", 1))
+
+
+def literals(tree: Tree) -> Iterator[str | int]:
+    """The string and integer literals written in an expression, in order (a quoted string
+    without its quotes; raw and triple-quoted strings are left out)."""
+    for token in tree.scan_values(lambda v: isinstance(v, lark.Token)):
+        if token.type == "STRING_LIT" and token.value[:1] in "'\"" and len(token.value) >= 2:
+            yield token.value[1:-1]
+        elif token.type == "INT_LIT":
+            try:
+                yield int(token.value, 0)
+            except ValueError:
+                continue
+
+
+def scalars(value: object) -> Iterator[str | int]:
+    """The strings and integers in data (params), in order, at any depth."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            yield from scalars(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from scalars(item)
+    elif isinstance(value, str | int) and not isinstance(value, bool):
+        yield value
