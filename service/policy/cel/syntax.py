@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from importlib import resources
+from typing import TypeVar
 
 import lark
 
@@ -21,6 +23,8 @@ from service.policy.cel.references import (
     iterations,
     references,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "MAX_SYNTAX_DEPTH",
@@ -89,26 +93,26 @@ class Expression:
 
     @property
     def tree(self) -> Tree:
-        tree = self._tree  # locals throughout: another load may release() it meanwhile
-        if tree is None:
-            tree = self._tree = _tree(self.text)
-        return tree
+        return self._kept("_tree", lambda: _tree(self.text))
 
     @property
     def references(self) -> list[Found]:
         """What it refers to (references.py), read off the tree once."""
-        found = self._found
-        if found is None:
-            found = self._found = references(self.tree)
-        return found
+        return self._kept("_found", lambda: references(self.tree))
 
     @property
     def iterations(self) -> list[Iteration]:
         """Its `map`s and `filter`s, with what each ranges over (references.py)."""
-        found = self._iterations
-        if found is None:
-            found = self._iterations = iterations(self.tree)
-        return found
+        return self._kept("_iterations", lambda: iterations(self.tree))
+
+    def _kept(self, slot: str, compute: Callable[[], T]) -> T:
+        """The value in `slot`, computed and kept if there is none. Through a local: another
+        load may release() the expression meanwhile."""
+        value: T | None = getattr(self, slot)
+        if value is None:
+            value = compute()
+            setattr(self, slot, value)
+        return value
 
     def release(self) -> None:
         self._tree = self._found = self._iterations = None
