@@ -37,7 +37,12 @@ fmt: install ## format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint ## every check: lint, types, unit and property tests, bundled policy suites
+browser: ## Debian's Chromium for the browser tests, unless HANDSHAKE_CHROMIUM names one (apt, root)
+	@test -n "$$HANDSHAKE_CHROMIUM" || command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: lint browser ## every check: lint, types, unit, property and browser tests, bundled policy suites
 	$(BIN)/pytest
 	$(BIN)/handshake check $(POLICIES)
 	$(BIN)/handshake test $(POLICIES)
@@ -67,4 +72,4 @@ lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help install run eval lint fmt test bench bench-http image openapi lock clean
+.PHONY: help install run eval lint fmt browser test bench bench-http image openapi lock clean

@@ -24,6 +24,7 @@ import msgspec
 
 from service import __version__
 from service.diff import DiffError, diff
+from service.pages import page
 from service.policy import (
     ConnectionRequest,
     PolicyError,
@@ -151,7 +152,12 @@ def _parser() -> argparse.ArgumentParser:
         "map", parents=[policies], help="which rule decides which kinds of request (a decision map)"
     )
     mapping.add_argument("policy", metavar="POLICY", help="policy name, e.g. default")
-    mapping.add_argument("--format", choices=("text", "json"), default="text")
+    mapping.add_argument(
+        "--format",
+        choices=("text", "json", "html"),
+        default="text",
+        help="text (default); json; html: one self-contained page that draws the map",
+    )
     mapping.add_argument(
         "--max-regions",
         type=int,
@@ -473,9 +479,14 @@ def _map(args: argparse.Namespace) -> int:
     policy_set = _load(_directory(args), _engine(args))
     now = _timestamp(args.now) if args.now else datetime.now(UTC)
     try:
-        found = explore(policy_set, args.policy, now, max(1, args.max_regions))
+        found = explore(
+            policy_set, args.policy, now, max(1, args.max_regions), table=args.format == "html"
+        )
     except UnknownPolicyError as exc:
         raise CommandError(str(exc)) from None
+    if args.format == "html":
+        sys.stdout.write(page("decision_map.html", found))
+        return 0
     if args.format == "json":
         sys.stdout.write(msgspec.json.format(msgspec.json.encode(found), indent=2).decode() + "\n")
         return 0

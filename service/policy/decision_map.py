@@ -63,9 +63,10 @@ class RuleRegions:
     same: dict[str, Any] = field(default_factory=dict)  # field -> the value all regions share
 
 
-@dataclass
-class DecisionMap:
+class DecisionMap(msgspec.Struct, omit_defaults=True):
     policy: str
+    revision: str | None  # of the policy set
+    now: datetime  # the evaluation time
     dimensions: dict[str, list[Any]]  # field -> the values explored
     regions: int
     space: int  # how many regions the dimensions make
@@ -74,10 +75,17 @@ class DecisionMap:
     unreached: list[str]  # rules (or `default`) that decide no region explored
     unexplored: list[str]  # rules that read `attributes`, which the map does not vary
     failures: list[tuple[dict[str, Any], str, str]]  # (region, rule, message), the first ones
+    # With `table=True`: per region, the index of each field's value, then of its rule.
+    table: list[list[int]] | None = None
 
 
 def explore(
-    policy_set: PolicySet, name: str, now: datetime, max_regions: int = MAX_REGIONS
+    policy_set: PolicySet,
+    name: str,
+    now: datetime,
+    max_regions: int = MAX_REGIONS,
+    *,
+    table: bool = False,
 ) -> DecisionMap:
     policy = policy_set.get(name)
     dimensions = _dimensions(policy, now)
@@ -95,8 +103,11 @@ def explore(
     summaries["default"] = RuleRegions("default", policy.default.decision)
     failures: list[tuple[dict[str, Any], str, str]] = []
     paths = list(dimensions)
+    order = {rule: index for index, rule in enumerate(summaries)}
+    rows: list[list[int]] | None = [] if table else None
     regions = 0
-    for values in _combinations([dimensions[path] for path in paths], total, max_regions):
+    for indices in _combinations([len(dimensions[path]) for path in paths], total, max_regions):
+        values = [dimensions[path][i] for path, i in zip(paths, indices, strict=True)]
         request = _BASE
         for path, value in zip(paths, values, strict=True):
             request = with_field(request, path, value)
@@ -109,11 +120,15 @@ def explore(
         else:
             summary.same = region
         summary.regions += 1
+        if rows is not None:
+            rows.append([*indices, order[summary.rule]])
         for error in failed:
             if len(failures) < MAX_FAILURES:
                 failures.append((region, error.rule or "default", error.message))
     return DecisionMap(
         policy=name,
+        revision=policy_set.revision,
+        now=now,
         dimensions={".".join(path): values for path, values in dimensions.items()},
         regions=regions,
         space=total,
@@ -122,25 +137,26 @@ def explore(
         unreached=[s.rule for s in summaries.values() if not (s.regions or s.rule in unexplored)],
         unexplored=unexplored,
         failures=failures,
+        table=rows,
     )
 
 
-def _combinations(domains: list[list[Any]], total: int, cap: int) -> Iterator[tuple[Any, ...]]:
-    """Every combination, or, past `cap`, `cap` of them spread over the whole space: the
-    k-th is combination k x step (mod total), with a step coprime to the total, so no two
-    repeat and every value of every dimension occurs."""
+def _combinations(sizes: list[int], total: int, cap: int) -> Iterator[tuple[int, ...]]:
+    """The index of each dimension's value in every combination, or, past `cap`, in `cap` of
+    them spread over the whole space: the k-th is combination k x step (mod total), with a
+    step coprime to the total, so no two repeat and every value of every dimension occurs."""
     if total <= cap:
-        yield from itertools.product(*domains)
+        yield from itertools.product(*(range(size) for size in sizes))
         return
     step = max(1, round(total * 0.6180339887))
     while math.gcd(step, total) != 1:
         step += 1
     for k in range(cap):
-        index, values = k * step % total, []
-        for domain in reversed(domains):
-            index, digit = divmod(index, len(domain))
-            values.append(domain[digit])
-        yield tuple(reversed(values))
+        index, digits = k * step % total, []
+        for size in reversed(sizes):
+            index, digit = divmod(index, size)
+            digits.append(digit)
+        yield tuple(reversed(digits))
 
 
 def _dimensions(policy: CompiledPolicy, now: datetime) -> dict[tuple[str, ...], list[Any]]:
