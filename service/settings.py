@@ -63,9 +63,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     by what a tokens file holds: once on, a file that becomes empty or unreadable keeps the last
     good tokens (docs/operations.md)."""
     api_tokens: str | None = None
-    """Bearer tokens for the API, `name:token` (or a bare token), separated by commas or spaces."""
+    """Bearer tokens for the API, `name:token` (or a bare token), separated by commas or spaces;
+    `name:token:SCOPES` limits one (`evaluate=sales/**,read=sales/**,metrics,admin`)."""
     api_tokens_file: str | None = None
-    """A file of tokens, one `name:token` a line; read again on every reload (rotation)."""
+    """A file of tokens, one `name:token[:SCOPES]` a line; read again on every reload (rotation)."""
+    webhook_scopes: str | None = None
+    """The policies each webhook source may evaluate, `source=PATTERN`, comma-separated (a
+    source may repeat). Set, a source it does not name may evaluate none (403 `out-of-scope`)."""
     metrics_require_token: bool = False
     """Guard /metrics with the API tokens too."""
     metrics_policies: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 100

@@ -19,9 +19,10 @@ from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
+from service.api.scopes import source_scopes
 from service.api.state import Active, AppState, TokensStatus, load_active
 from service.policy import PolicySet
-from service.settings import Settings, load_settings
+from service.settings import Settings, SettingsError, load_settings
 from service.webhook_sources import Webhooks
 
 __all__ = ["create_app"]
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
     settings = settings or load_settings()
     metrics = Metrics(settings.metrics_policies)
     tokens = load_tokens(settings)
+    try:
+        sources = source_scopes(settings.webhook_scopes)
+    except ValueError as exc:
+        raise SettingsError(f"HANDSHAKE_WEBHOOK_SCOPES: {exc}") from None
     state = AppState(
         settings,
         active or load_active(settings),
@@ -48,6 +53,7 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         batch_body(settings.batch_max_items),
         tokens,
         tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
+        source_scopes=sources,
     )
     reloader = Reloader(state)
     metrics.activated(state.policy_set)

@@ -2,8 +2,9 @@
 
 Tokens are kept only as SHA-256 digests and compared in constant time against every configured
 one. A caller is named by the token's name (`name:token`), else by a short digest prefix —
-never by the token. Health, the OpenAPI document and webhooks (signed) stay open; /metrics is
-guarded when `metrics_require_token` is on.
+never by the token. A token may carry scopes (`name:token:evaluate=sales/**,admin`, see
+scopes.py); without them it may do everything. Health, the OpenAPI document and webhooks
+(signed) stay open; /metrics is guarded when `metrics_require_token` is on.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ from litestar.handlers import BaseRouteHandler
 
 from service.api.observability import note
 from service.api.problems import problem
+from service.api.scopes import Action, OutOfScope, Scopes, is_clause, parse_scopes
 from service.settings import Settings, SettingsError, is_placeholder
 
 __all__ = [
     "SECURITY_SCHEME",
+    "Grant",
     "Tokens",
     "authenticate",
     "authentication_on",
     "caller",
     "identify",
     "load_tokens",
+    "permit",
+    "permitted",
     "remember_caller",
     "require_token",
 ]
@@ -40,19 +45,27 @@ _CALLER = "handshake.caller"
 
 
 @dataclass(frozen=True)
+class Grant:
+    """Who a caller is (a token's name) and what it may do (None: everything)."""
+
+    name: str
+    scopes: Scopes | None = None
+
+
+@dataclass(frozen=True)
 class Tokens:
     """The configured tokens. `required` comes from the settings alone: with it on and no
     entries (which loading never produces), every call is refused."""
 
     required: bool = False
-    entries: tuple[tuple[str, bytes], ...] = ()  # (caller name, sha256 of the token)
+    entries: tuple[tuple[Grant, bytes], ...] = ()  # (what it grants, sha256 of the token)
 
-    def identify(self, presented: str) -> str | None:
+    def identify(self, presented: str) -> Grant | None:
         digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
         found = None
-        for name, expected in self.entries:  # no early exit: the same work for every token
+        for grant, expected in self.entries:  # no early exit: the same work for every token
             if hmac.compare_digest(expected, digest):
-                found = name
+                found = grant
         return found
 
 
@@ -80,7 +93,7 @@ def load_tokens(settings: Settings) -> Tokens:
             "HANDSHAKE_AUTHENTICATION: `tokens` needs HANDSHAKE_API_TOKENS or "
             "HANDSHAKE_API_TOKENS_FILE"
         )
-    entries = [("HANDSHAKE_API_TOKENS", e) for e in re.split(r"[,\s]+", settings.api_tokens or "")]
+    entries = [("HANDSHAKE_API_TOKENS", e) for e in _listed(settings.api_tokens or "")]
     if settings.api_tokens_file:
         where = "HANDSHAKE_API_TOKENS_FILE"
         try:
@@ -93,13 +106,20 @@ def load_tokens(settings: Settings) -> Tokens:
     for where, entry in ((w, e.strip()) for w, e in entries):
         if not entry or entry.startswith("#"):
             continue
-        name, _, token = entry.rpartition(":")
+        fields = entry.split(":")
+        if len(fields) > 3:
+            raise SettingsError(f"{where}: an entry is `name:token` or `name:token:scopes`")
+        name, token, written = ((["", *fields] if len(fields) == 1 else fields) + [""])[:3]
+        try:
+            scopes = parse_scopes(written) if written else None
+        except ValueError as exc:
+            raise SettingsError(f"{where}: {exc}") from None
         if len(token) < MIN_LENGTH:
             raise SettingsError(f"{where}: API tokens must have at least {MIN_LENGTH} characters")
         if is_placeholder(token):
             raise SettingsError(f"{where}: a placeholder token (`REPLACE-WITH-…`): set a real one")
         digest = hashlib.sha256(token.encode()).digest()
-        tokens.append((name or f"token-{digest.hex()[:8]}", digest))
+        tokens.append((Grant(name or f"token-{digest.hex()[:8]}", scopes), digest))
     if not tokens:
         raise SettingsError(
             "HANDSHAKE_API_TOKENS / HANDSHAKE_API_TOKENS_FILE hold no token, so authentication "
@@ -115,9 +135,12 @@ async def require_token(
 
     Async although it never awaits: litestar runs a sync guard in a worker thread."""
     state = connection.app.state.handshake
-    if handler.opt.get("metrics") and not state.settings.metrics_require_token:
+    action = handler.opt.get("scope")
+    if action == "metrics" and not state.settings.metrics_require_token:
         return
     authenticate(connection)
+    if action in ("metrics", "admin"):
+        permit(connection.scope, action)
 
 
 def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
@@ -127,8 +150,8 @@ def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
         remember_caller(connection.scope, identify(tokens, connection.headers.get("authorization")))
 
 
-def identify(tokens: Tokens, authorization: str | None) -> str:
-    """The caller named by an `Authorization` header's bearer token; 401 problem otherwise."""
+def identify(tokens: Tokens, authorization: str | None) -> Grant:
+    """The caller an `Authorization` header's bearer token names; 401 problem otherwise."""
     scheme, _, presented = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         raise problem(
@@ -137,22 +160,52 @@ def identify(tokens: Tokens, authorization: str | None) -> str:
             code=("missing-token", "Authentication required"),
             headers={"WWW-Authenticate": 'Bearer realm="handshake"'},
         )
-    name = tokens.identify(presented.strip())
-    if name is None:
+    grant = tokens.identify(presented.strip())
+    if grant is None:
         raise problem(
             401,
             "the bearer token is not valid",
             code=("invalid-token", "Authentication required"),
             headers={"WWW-Authenticate": 'Bearer realm="handshake", error="invalid_token"'},
         )
-    return name
+    return grant
 
 
-def remember_caller(scope: Any, name: str) -> None:
-    scope.setdefault("state", {})[_CALLER] = name
-    note(scope, caller=name)
+def remember_caller(scope: Any, grant: Grant) -> None:
+    scope.setdefault("state", {})[_CALLER] = grant
+    note(scope, caller=grant.name)
 
 
 def caller(scope: Any) -> str:
     """Who called: a token's name, or `anonymous` when authentication is off."""
-    return str(scope.get("state", {}).get(_CALLER, "anonymous"))
+    grant = scope.get("state", {}).get(_CALLER)
+    return grant.name if grant is not None else "anonymous"
+
+
+def permitted(scope: Any, action: Action, policy: str = "") -> bool:
+    """Whether the caller may do `action` (on `policy`): always, but for a scoped token."""
+    grant = scope.get("state", {}).get(_CALLER)
+    return grant is None or grant.scopes is None or grant.scopes.allows(action, policy)
+
+
+def permit(scope: Any, action: Action, policy: str = "") -> None:
+    """`OutOfScope` (403) unless the caller may do `action` (on `policy`)."""
+    if not permitted(scope, action, policy):
+        grant = scope["state"][_CALLER]
+        what = f"{action} `{policy}`" if policy else action
+        raise OutOfScope(
+            f"the token `{grant.name}` may not {what} (its scopes: {grant.scopes.written})"
+        )
+
+
+def _listed(text: str) -> list[str]:
+    """The entries of HANDSHAKE_API_TOKENS: separated by commas or white space, but a scope
+    clause after a comma (`…:evaluate=a/**,read=a/**`) belongs to the entry before it."""
+    entries: list[str] = []
+    for item in re.split(r"\s+", text):
+        for piece in item.split(","):
+            if entries and entries[-1].count(":") == 2 and is_clause(piece):
+                entries[-1] += "," + piece
+            else:
+                entries.append(piece)
+    return entries

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from service.api.auth import caller
+from service.api.auth import caller, permit
 from service.api.problems import FieldError, problem
 from service.api.schemas import EvaluateBody
 from service.api.state import AppState
@@ -33,10 +33,11 @@ def require_json(content_type: str) -> None:
 
 
 def evaluate_body(state: AppState, body: EvaluateBody, scope: Any) -> Decision:
-    """One `POST /evaluate` body, against the set that is active now; raises
-    `UnknownPolicyError` before any work."""
+    """One `POST /evaluate` body, against the set that is active now; raises a 403 problem
+    (outside the caller's scopes), then `UnknownPolicyError`, before any work."""
     policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
     name = body.policy or state.settings.default_policy
+    permit(scope, "evaluate", name)
     now = body.now or datetime.now(UTC)
     policy_set.get(name)
     return timed_evaluation(

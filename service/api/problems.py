@@ -17,6 +17,7 @@ import structlog
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException
 
+from service.api.scopes import OutOfScope
 from service.policy import UnknownPolicyError
 from service.policy.decision import Out
 
@@ -24,10 +25,12 @@ __all__ = ["CODES", "MEDIA_TYPE", "FieldError", "Problem", "problem", "problem_d
 
 MEDIA_TYPE = "application/problem+json"
 
+OUT_OF_SCOPE = ("out-of-scope", "Not within the caller's scopes")
 # status -> (code, title)
 CODES: dict[int, tuple[str, str]] = {
     400: ("invalid-request", "The request is not valid"),
     401: ("no-matching-signature", "The webhook signature could not be verified"),
+    403: OUT_OF_SCOPE,
     404: ("not-found", "Not found"),
     405: ("method-not-allowed", "Method not allowed"),
     413: ("payload-too-large", "The request body is too large"),
@@ -103,6 +106,10 @@ def _unknown_policy(exc: UnknownPolicyError) -> ProblemDetailsException:
     return problem(404, str(exc), code=UNKNOWN_POLICY)
 
 
+def _out_of_scope(exc: OutOfScope) -> ProblemDetailsException:
+    return problem(403, str(exc), code=OUT_OF_SCOPE)
+
+
 def _bad_utf8(exc: UnicodeDecodeError) -> ProblemDetailsException:
     return problem(400, f"invalid UTF-8 at byte {exc.start}")
 
@@ -117,6 +124,7 @@ def problem_details_config() -> ProblemDetailsConfig:
         ValidationException: _validation,
         HTTPException: _http,
         UnknownPolicyError: _unknown_policy,
+        OutOfScope: _out_of_scope,
         UnicodeDecodeError: _bad_utf8,
         Exception: _internal,
     }

@@ -111,6 +111,7 @@ EXAMPLES: dict[type, dict[str, Any]] = {
 _PROBLEM_DETAILS = {
     400: "expected `bool`, got `str`",
     401: "no `webhook-signature` entry matches",
+    403: "the token `sales-crm` may not evaluate `team/hr` (its scopes: evaluate=team/sales/**)",
     422: "`requester.name` (mapped at policies/webhooks.yaml:21): no such key `full_name`",
     503: "SIGTERM received; finishing the requests in flight",
     404: "unknown policy `team/sales`",
@@ -163,7 +164,8 @@ AUTH_401 = {
 
 def responses(ok: type | None, *problems: int, auth: bool = False) -> dict[int, ResponseSpec]:
     """The 200 answer (with its example) and the problem documents a route can give;
-    `auth`: the route takes a bearer token (401 `missing-token` or `invalid-token`)."""
+    `auth`: the route takes a bearer token (401 `missing-token` or `invalid-token`) whose
+    scopes may not cover the call (403 `out-of-scope`)."""
     specs: dict[int, ResponseSpec] = {}
     if auth:
         specs[401] = ResponseSpec(
@@ -173,6 +175,7 @@ def responses(ok: type | None, *problems: int, auth: bool = False) -> dict[int, 
             generate_examples=False,
             examples=[Example(summary="missing-token", value=AUTH_401)],
         )
+        problems = (403, *problems)
     if ok is not None:
         specs[200] = ResponseSpec(
             data_container=ok,

@@ -13,12 +13,12 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 from prometheus_client import generate_latest
 
-from service.api.auth import authenticate, require_token
+from service.api.auth import authenticate, permit, permitted, require_token
 from service.api.bodies import decode_batch, decode_evaluate_body
 from service.api.evaluation import evaluate_body, invalid_body, require_json
 from service.api.observability import note
 from service.api.openapi import contract
-from service.api.problems import FieldError, problem
+from service.api.problems import OUT_OF_SCOPE, FieldError, problem
 from service.api.responses import responses
 from service.api.schemas import (
     BatchItem,
@@ -30,6 +30,7 @@ from service.api.schemas import (
     PolicySummary,
     RuleSummary,
 )
+from service.api.scopes import OutOfScope
 from service.api.state import AppState, ReloadStatus
 from service.api.webhooks import webhook_route
 from service.policy import Decision, UnknownPolicyError
@@ -86,8 +87,8 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         description=(
             "Up to the configured number of items (default 100), each the body of "
             "`POST /evaluate`. Every item gets its own result: a decision, or a problem with "
-            "status 400 (invalid item) or 404 (unknown policy). One bad item never fails "
-            "the others."
+            "status 400 (invalid item), 403 (a policy outside the token's scopes) or 404 "
+            "(unknown policy). One bad item never fails the others."
         ),
         responses=responses(BatchResult, 400, 413, 415, auth=True),
         operation_id="evaluateBatch",
@@ -129,6 +130,14 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
                         problem=BatchProblem(code="unknown-policy", detail=str(exc)),
                     )
                 )
+            except OutOfScope as exc:
+                results.append(
+                    BatchItem(
+                        index=index,
+                        status=403,
+                        problem=BatchProblem(code=OUT_OF_SCOPE[0], detail=str(exc)),
+                    )
+                )
         decided = sum(item.status == 200 for item in results)
         note(request.scope, items=len(results), decided=decided)
         return BatchResult(decided=decided, failed=len(results) - decided, results=results)
@@ -141,14 +150,18 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         operation_id="listPolicies",
         tags=["policies"],
     )
-    async def list_policies() -> PolicyList:
+    async def list_policies(request: Request[Any, Any, Any]) -> PolicyList:
         policy_set = state.policy_set
         return PolicyList(
             revision=policy_set.revision,
             digest=policy_set.digest,
             loaded_at=policy_set.loaded_at,
             last_reload=state.last_reload,
-            policies=[_summary(p) for _, p in sorted(policy_set.policies.items())],
+            policies=[
+                _summary(p)
+                for name, p in sorted(policy_set.policies.items())
+                if permitted(request.scope, "read", name)
+            ],
         )
 
     @get(
@@ -160,9 +173,11 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         operation_id="getPolicy",
         tags=["policies"],
     )
-    async def get_policy(name: FromPath[str]) -> PolicyDetail:
+    async def get_policy(name: FromPath[str], request: Request[Any, Any, Any]) -> PolicyDetail:
         policy_set = state.policy_set
-        policy = policy_set.get(name.lstrip("/"))
+        name = name.lstrip("/")
+        permit(request.scope, "read", name)  # before the lookup: a 404 would tell it exists
+        policy = policy_set.get(name)
         summary = _summary(policy)
         return PolicyDetail(
             revision=policy_set.revision,
@@ -216,7 +231,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         summary="Prometheus metrics",
         media_type=PROMETHEUS_TEXT,
         guards=[require_token],
-        opt={"metrics": True},  # guarded only with `metrics_require_token`
+        opt={"scope": "metrics"},  # guarded only with `metrics_require_token`
         operation_id="metrics",
         tags=["health"],
     )
@@ -227,6 +242,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         "/admin/reload",
         status_code=200,
         guards=[require_token],
+        opt={"scope": "admin"},
         summary="Reload the policies now",
         description=(
             "Loads and compiles the policy directory and webhook sources, and swaps them in if "

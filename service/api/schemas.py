@@ -74,7 +74,7 @@ class BatchProblem(Out, frozen=True, kw_only=True):
 
 class BatchItem(Out, frozen=True, kw_only=True):
     index: int
-    status: Literal[200, 400, 404]
+    status: Literal[200, 400, 403, 404]
     decision: Decision | None = None
     problem: BatchProblem | None = None
 

@@ -13,6 +13,7 @@ import structlog
 
 from service.api.auth import Tokens
 from service.api.observability import Metrics
+from service.api.scopes import Scopes
 from service.policy import PolicyError, PolicySet, Problem, load_policies
 from service.policy.decision import Out
 from service.policy.loader import policy_names
@@ -124,6 +125,7 @@ class AppState:
     tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
     tokens_status: TokensStatus | None = None  # None: authentication is off
+    source_scopes: dict[str, Scopes] | None = None  # per webhook source; None: no limit
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
     # One bound logger for decision events, made once: structlog's module-level proxy would
     # build a new one on every call (cheap, but it is once per decision).

@@ -1,10 +1,11 @@
 """POST /webhooks/{source}: a signed delivery from another service, mapped and decided.
 
 Order: unknown source 404; body over the limit 413; signature 401 (one of a fixed set of
-reasons); body not JSON 400; payload that does not map to a request 422; then the same
-decision document as /evaluate. A verified Standard Webhooks delivery is evaluated at its own
-timestamp, and its decision id is derived from the webhook id and the policy revision: a
-retried delivery gets byte-identical bytes from any replica with the same revision.
+reasons); a policy outside the source's scopes (HANDSHAKE_WEBHOOK_SCOPES) 403; body not JSON
+400; payload that does not map to a request 422; then the same decision document as /evaluate.
+A verified Standard Webhooks delivery is evaluated at its own timestamp, and its decision id
+is derived from the webhook id and the policy revision: a retried delivery gets
+byte-identical bytes from any replica with the same revision.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.api.evaluation import invalid_body, timed_evaluation
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
 from service.api.responses import responses
+from service.api.scopes import OutOfScope
 from service.api.state import AppState
 from service.policy import Decision
 from service.policy.evaluator import derived_id
@@ -49,7 +51,7 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
         status_code=200,
         summary="Decide on a connection request announced by a webhook",
         description=DESCRIPTION,
-        responses=responses(Decision, 400, 401, 404, 413, 422),
+        responses=responses(Decision, 400, 401, 403, 404, 413, 422),
         operation_id="webhook",
         tags=["webhooks"],
     )
@@ -76,6 +78,15 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
                 code=(exc.reason, "The webhook signature could not be verified"),
                 headers={"WWW-Authenticate": f'Signature realm="webhooks/{source}"'},
             ) from None
+        scopes = state.source_scopes
+        if scopes is not None and not (
+            source in scopes and scopes[source].allows("evaluate", hook.policy)
+        ):
+            note(request.scope, source=source)
+            raise OutOfScope(
+                f"the webhook source `{source}` may not evaluate `{hook.policy}` "
+                "(HANDSHAKE_WEBHOOK_SCOPES)"
+            )
         try:
             data = decode_payload(await request.body())
         except InputError as exc:
