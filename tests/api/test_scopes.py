@@ -174,7 +174,7 @@ def test_a_webhook_source_evaluates_only_within_its_scope(
     settings = Settings(policies=str(POLICIES), watch=False, webhook_scopes="other=**")
     with TestClient(app_for(settings)) as client:
         out_of_scope(client.post("/webhooks/example-crm", content=body, headers=headers))
-    with pytest.raises(SettingsError, match="^HANDSHAKE_WEBHOOK_SCOPES: `crm` is not"):
+    with pytest.raises(SettingsError, match=r"^HANDSHAKE_WEBHOOK_SCOPES: `crm` is not"):
         app_for(Settings(policies=str(POLICIES), webhook_scopes="crm"))
 
 

@@ -38,8 +38,10 @@ def _chromium() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One Chromium a module. Not for the session: Playwright's sync API runs an event loop
+    in this thread while it is open, and later tests call `asyncio.run`."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=_chromium(), args=_FLAGS)
         yield launched
