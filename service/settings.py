@@ -36,6 +36,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """The policies' revision when the directory is not a git work tree (e.g. git-sync)."""
     watch: bool = True
     """Reload when files under the policy directory change (SIGHUP reloads too)."""
+    shadow_policies: str | None = None
+    """A candidate policy directory: every live decision is made again under it, off the
+    answer's path, and disagreements are counted and logged (docs/policy-workflow.md)."""
     reload_requires_tests: bool = False
     """A reload goes live only if every test suite passes."""
     webhooks: str | None = None

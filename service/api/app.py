@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
+from pathlib import Path
 
 import yaml
 from litestar import Litestar
@@ -20,7 +22,8 @@ from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
 from service.api.scopes import source_scopes
-from service.api.state import Active, AppState, TokensStatus, load_active
+from service.api.shadow import Shadow
+from service.api.state import Active, AppState, TokensStatus, load_active, load_candidate
 from service.policy import PolicySet
 from service.settings import Settings, SettingsError, load_settings
 from service.webhook_sources import Webhooks
@@ -55,6 +58,11 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
         source_scopes=sources,
     )
+    if settings.shadow_policies:
+        state.shadow = Shadow(
+            Path(settings.shadow_policies), functools.partial(load_candidate, settings), metrics
+        )
+        state.shadow.load("start-up")  # a candidate that fails to load only goes unused
     reloader = Reloader(state)
     metrics.activated(state.policy_set)
     handlers = route_handlers(state)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,20 @@ class Reloader:
         async with self._lock:  # one reload at a time; the next sees the newest files
             return await asyncio.to_thread(self.reload, reason)
 
+    async def reload_shadow_async(self, reason: str) -> bool:
+        """Load the shadow's candidate set again (HANDSHAKE_SHADOW_POLICIES)."""
+        shadow = self.state.shadow
+        if shadow is None:
+            return False
+        async with self._lock:
+            return await asyncio.to_thread(shadow.load, reason)
+
+    async def reload_all(self, reason: str) -> bool:
+        """The live set, then the candidate: SIGHUP and `/admin/reload`."""
+        reloaded = await self.reload_async(reason)
+        await self.reload_shadow_async(reason)
+        return reloaded
+
     def _reload_tokens(self, reason: str) -> None:
         """Read the tokens again (a file may have been rotated). A reading that fails keeps
         the last good tokens in force: authentication never turns off by a file's content."""
@@ -142,23 +156,26 @@ async def watching(app: Litestar) -> AsyncIterator[None]:
     tasks: set[asyncio.Task[bool]] = set()
 
     def on_sighup() -> None:
-        task = loop.create_task(reloader.reload_async("SIGHUP"))
+        task = loop.create_task(reloader.reload_all("SIGHUP"))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
     with suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
         loop.add_signal_handler(signal.SIGHUP, on_sighup)
     stop = asyncio.Event()
-    watcher = None
+    watchers = []
     if state.settings.watch:
-        watcher = loop.create_task(_watch(Path(state.settings.policies), reloader, stop))
+        watched = {Path(state.settings.policies): reloader.reload_async}
+        if state.shadow is not None:
+            watched[state.shadow.directory] = reloader.reload_shadow_async
+        watchers = [loop.create_task(_watch(d, reload, stop)) for d, reload in watched.items()]
     try:
         yield
     finally:
         stop.set()
         with suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
-        if watcher is not None:
+        for watcher in watchers:
             with suppress(asyncio.CancelledError):
                 await asyncio.wait_for(watcher, timeout=5)
 
@@ -174,7 +191,9 @@ def watch_paths(directory: Path) -> list[Path]:
     return paths
 
 
-async def _watch(directory: Path, reloader: Reloader, stop: asyncio.Event) -> None:
+async def _watch(
+    directory: Path, reload: Callable[[str], Awaitable[bool]], stop: asyncio.Event
+) -> None:
     """Reload on changes until stopped. Whatever a reload or the watch itself meets, it
     watches on (after a pause, if the watch failed: e.g. the directory is being replaced)."""
     log = structlog.get_logger("handshake")
@@ -183,7 +202,7 @@ async def _watch(directory: Path, reloader: Reloader, stop: asyncio.Event) -> No
             paths = watch_paths(directory)
             async for changes in awatch(*paths, stop_event=stop, debounce=300, step=50):
                 files = sorted({Path(path).name for _, path in changes})
-                await reloader.reload_async(f"files changed: {', '.join(files[:5])}")
+                await reload(f"files changed: {', '.join(files[:5])}")
         except Exception:
             log.exception("policy_watch_failed", retry_seconds=WATCH_RETRY_SECONDS)
             with suppress(TimeoutError):

@@ -157,6 +157,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             digest=policy_set.digest,
             loaded_at=policy_set.loaded_at,
             last_reload=state.last_reload,
+            shadow=state.shadow.status if state.shadow else None,
             policies=[
                 _summary(p)
                 for name, p in sorted(policy_set.policies.items())
@@ -224,6 +225,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             loaded_at=policy_set.loaded_at,
             last_reload=state.last_reload,
             tokens=state.tokens_status,
+            shadow=state.shadow.status if state.shadow else None,
         )
 
     @get(
@@ -253,7 +255,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         tags=["admin"],
     )
     async def reload(request: Request[Any, Any, Any]) -> ReloadStatus:
-        await request.app.state.reloader.reload_async("admin endpoint")
+        await request.app.state.reloader.reload_all("admin endpoint")
         status = state.last_reload
         assert status is not None  # set by every reload
         return status

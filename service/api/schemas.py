@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from service.api.shadow import ShadowStatus
 from service.api.state import ReloadStatus, TokensStatus
 from service.policy.decision import Decision, Out
 from service.policy.model import Locale, PolicyName
@@ -107,6 +108,7 @@ class PolicySetInfo(Out, frozen=True, kw_only=True):
 
 class PolicyList(PolicySetInfo, frozen=True, kw_only=True):
     last_reload: ReloadStatus | None = None
+    shadow: ShadowStatus | None = None  # HANDSHAKE_SHADOW_POLICIES: the candidate set
     policies: list[PolicySummary]
 
 
@@ -131,3 +133,4 @@ class Health(Out, frozen=True, kw_only=True):
     loaded_at: datetime | None = None
     last_reload: ReloadStatus | None = None  # a failed reload: the active set still serves
     tokens: TokensStatus | None = None  # a failed reading: the last good tokens stay in force
+    shadow: ShadowStatus | None = None  # HANDSHAKE_SHADOW_POLICIES: the candidate set

@@ -14,6 +14,7 @@ import structlog
 from service.api.auth import Tokens
 from service.api.observability import Metrics
 from service.api.scopes import Scopes
+from service.api.shadow import Shadow
 from service.policy import PolicyError, PolicySet, Problem, load_policies
 from service.policy.decision import Out
 from service.policy.loader import policy_names
@@ -21,7 +22,15 @@ from service.revision import policy_revision
 from service.settings import Settings
 from service.webhook_sources import Webhooks, load_webhooks
 
-__all__ = ["Active", "AppState", "ReloadStatus", "TokensStatus", "load_active", "webhooks_path"]
+__all__ = [
+    "Active",
+    "AppState",
+    "ReloadStatus",
+    "TokensStatus",
+    "load_active",
+    "load_candidate",
+    "webhooks_path",
+]
 
 
 class ReloadStatus(Out, frozen=True, kw_only=True):
@@ -67,14 +76,7 @@ def load_active(settings: Settings, previous: PolicySet | None = None) -> Active
     problem of both. `previous`: the set in force, whose unchanged policies are kept as they
     are (only what changed is compiled again)."""
     directory = Path(settings.policies)
-    policy_set = load_policies(
-        directory,
-        revision=policy_revision(directory, settings.revision),
-        engine=settings.cel_engine,
-        compare_engines=False,  # a `check` concern, not a cost of every start-up and reload
-        previous=previous,
-        only=served(directory, settings.serve_only),
-    )
+    policy_set = _load_set(directory, settings, previous, settings.revision)
     path = webhooks_path(settings)
     webhooks = Webhooks()
     if path is not None:
@@ -89,6 +91,25 @@ def load_active(settings: Settings, previous: PolicySet | None = None) -> Active
             elsewhere=elsewhere,
         )
     return Active(policy_set, webhooks)
+
+
+def load_candidate(settings: Settings, previous: PolicySet | None = None) -> PolicySet:
+    """The shadow's candidate set (HANDSHAKE_SHADOW_POLICIES), loaded as the live one is."""
+    assert settings.shadow_policies is not None
+    return _load_set(Path(settings.shadow_policies), settings, previous)
+
+
+def _load_set(
+    directory: Path, settings: Settings, previous: PolicySet | None, revision: str | None = None
+) -> PolicySet:
+    return load_policies(
+        directory,
+        revision=policy_revision(directory, revision),
+        engine=settings.cel_engine,
+        compare_engines=False,  # a `check` concern, not a cost of every start-up and reload
+        previous=previous,
+        only=served(directory, settings.serve_only),
+    )
 
 
 def served(directory: Path, patterns: str | None) -> list[str] | None:
@@ -125,6 +146,7 @@ class AppState:
     tokens: Tokens = field(default_factory=Tokens)
     last_reload: ReloadStatus | None = field(default=None)
     tokens_status: TokensStatus | None = None  # None: authentication is off
+    shadow: Shadow | None = None  # HANDSHAKE_SHADOW_POLICIES
     source_scopes: dict[str, Scopes] | None = None  # per webhook source; None: no limit
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
     # One bound logger for decision events, made once: structlog's module-level proxy would
