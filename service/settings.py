@@ -79,6 +79,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """How many policies get series of their own in the decision metrics; decisions of the
     others are counted under `policy="_other"`, so /metrics stays small at any number of
     policies (0: none by name)."""
+    capture_path: str | None = None
+    """Append sampled requests, with no personal data, to this file as JSON lines that
+    `handshake diff --requests` replays (docs/policy-workflow.md)."""
+    capture_sample: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01
+    """The share of decisions whose request is captured."""
+    capture_key: str | None = None
+    """The secret key of the hashes that replace names, ids and companies (16+ characters)."""
+    capture_attributes: str | None = None
+    """The `attributes` keys a captured request keeps, comma-separated (default: none)."""
+    capture_max_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 256 * 1024 * 1024
+    """Past this size, the capture file grows no more."""
     log_requester_hash_key: str | None = None
     """Add `requester_hash` (HMAC-SHA256 of the requester id with this key) to decision logs."""
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -14,6 +14,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 
 from service import __version__
 from service.api.auth import load_tokens
+from service.api.capture import Capture
 from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware
 from service.api.openapi import ContractSwaggerUI, Dumper, contract
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         tokens,
         tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
         source_scopes=sources,
+        capture=Capture.from_settings(settings, metrics),
     )
     if settings.shadow_policies:
         state.shadow = Shadow(
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
             use_handler_docstrings=False,
         ),
         lifespan=[watching],
+        on_shutdown=[state.capture.close] if state.capture else [],
         logging_config=None,
         debug=False,
     )

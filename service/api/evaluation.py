@@ -91,7 +91,9 @@ def timed_evaluation(
     # Counted once written: a decision whose event fails is answered with a 500, not given.
     state.metrics.decided(decision, seconds)
     if state.shadow is not None:
-        state.shadow.observe(name, request, now, locale, decision)
+        state.shadow.observe(name, request, now, decision)
+    if state.capture is not None:
+        state.capture.offer(name, request, now, locale)
     return decision
 
 

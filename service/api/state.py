@@ -12,6 +12,7 @@ from typing import Any, Literal
 import structlog
 
 from service.api.auth import Tokens
+from service.api.capture import Capture
 from service.api.observability import Metrics
 from service.api.scopes import Scopes
 from service.api.shadow import Shadow
@@ -147,6 +148,7 @@ class AppState:
     last_reload: ReloadStatus | None = field(default=None)
     tokens_status: TokensStatus | None = None  # None: authentication is off
     shadow: Shadow | None = None  # HANDSHAKE_SHADOW_POLICIES
+    capture: Capture | None = None  # HANDSHAKE_CAPTURE_PATH
     source_scopes: dict[str, Scopes] | None = None  # per webhook source; None: no limit
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
     # One bound logger for decision events, made once: structlog's module-level proxy would
