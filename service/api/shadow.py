@@ -26,7 +26,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 
 from service.api.observability import Metrics
-from service.policy import ConnectionRequest, Decision, PolicyError, PolicySet, evaluate
+from service.policy import ConnectionRequest, Decision, PolicyError, PolicySet
+from service.policy.alternatives import decide
 from service.policy.decision import Out
 
 __all__ = ["MAX_WAITING", "Shadow", "ShadowStatus"]
@@ -53,7 +54,6 @@ class _Waiting:
     name: str
     request: ConnectionRequest
     now: datetime
-    locale: str | None
     live: Decision
 
 
@@ -124,14 +124,13 @@ class Shadow:
         name: str,
         request: ConnectionRequest,
         now: datetime,
-        locale: str | None,
         live: Decision,
     ) -> None:
         """Queue a live decision to be made again; on the event loop, after the answers."""
         if len(self._waiting) >= MAX_WAITING:
             self.metrics.child(self.outcomes, "dropped").inc()
             return
-        self._waiting.append(_Waiting(name, request, now, locale, live))
+        self._waiting.append(_Waiting(name, request, now, live))
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(self._drain())
 
@@ -154,22 +153,15 @@ class Shadow:
         if candidate is None:
             return
         try:
-            if waiting.name in candidate.policies:
-                shadow: Decision | None = evaluate(
-                    candidate,
-                    waiting.name,
-                    waiting.request,
-                    now=waiting.now,
-                    locale=waiting.locale,
-                    identifier=live.decision_id,
-                )
+            policy = candidate.policies.get(waiting.name)
+            if policy is not None:  # which rule decides is all it needs: no texts
+                rule, to, _ = decide(policy, waiting.request, waiting.now)
             else:
-                shadow = None
+                rule, to = None, UNKNOWN_POLICY
         except Exception:
             self.log.exception("shadow_evaluation_failed", decision_id=live.decision_id)
             self.metrics.child(self.outcomes, "error").inc()
             return
-        to = shadow.decision if shadow is not None else UNKNOWN_POLICY
         if to == live.decision:
             self.metrics.child(self.outcomes, "same").inc()
             return
@@ -185,7 +177,7 @@ class Shadow:
             revision=live.policy.revision,
             digest=live.policy.digest,
             shadow_decision=to,
-            shadow_rule=shadow.rule if shadow is not None else None,
+            shadow_rule=rule,
             shadow_revision=candidate.revision,
             shadow_digest=candidate.digest,
         )
