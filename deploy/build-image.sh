@@ -30,8 +30,19 @@ fi
 log "building wheels from requirements/runtime.lock"
 python3 -m pip wheel --quiet -r requirements/runtime.lock "setuptools>=77" -w deploy/wheels
 log "building the image"
-podman build --quiet --format docker --isolation chroot --build-arg BASE_IMAGE=localhost/debian-python:bookworm \
-  -f deploy/Dockerfile -t handshake:local . >/dev/null
+# The base by digest, as the Dockerfile's default is: a moved tag cannot change what is built.
+base=localhost/debian-python:bookworm@$(podman image inspect --format '{{.Digest}}' localhost/debian-python:bookworm)
+version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+revision=$(git rev-parse HEAD 2>/dev/null || true)
+created=$(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +%Y-%m-%dT%H:%M:%SZ)
+origin=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' || true)  # no credentials
+podman build --quiet --format docker --isolation chroot --pull=never --build-arg BASE_IMAGE="$base" \
+  --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
+  --build-arg SOURCE="$origin" -f deploy/Dockerfile -t handshake:local . >/dev/null
+label() { podman image inspect --format "{{index .Labels \"org.opencontainers.image.$1\"}}" handshake:local; }
+[ "$(label version)" = "$version" ] && [ "$(label revision)" = "$revision" ] && [ "$(label created)" = "$created" ] \
+  && [ "$(label licenses)" = "Apache-2.0" ] || { echo "the image's OCI labels are not this build's"; exit 1; }
+log "built from $base, labelled version $version, revision ${revision:-none}, created $created"
 log "starting it"
 name=handshake-smoke-$$
 podman --runtime runc run -d --rm --name "$name" --network host --read-only --no-healthcheck \
