@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +16,7 @@ from service import __version__
 from service.api.auth import load_tokens
 from service.api.capture import Capture
 from service.api.lane import EvaluateLane
-from service.api.observability import Metrics, RequestLogMiddleware
+from service.api.observability import Metrics, RequestLogMiddleware, route_of
 from service.api.openapi import ContractSwaggerUI, Dumper, contract
 from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
@@ -25,6 +25,7 @@ from service.api.schemas import batch_body
 from service.api.scopes import source_scopes
 from service.api.shadow import Shadow
 from service.api.state import Active, AppState, TokensStatus, load_active, load_candidate
+from service.api.tracing import Tracing, tracing_wanted
 from service.policy import PolicySet
 from service.settings import Settings, SettingsError, load_settings
 from service.webhook_sources import Webhooks
@@ -41,8 +42,11 @@ invalid input is always 400, with the JSON path of each offending field.
 """
 
 
-def create_app(settings: Settings | None = None, active: Active | None = None) -> Litestar:
-    """The app; policies and webhook sources are loaded here unless `active` is given."""
+def create_app(
+    settings: Settings | None = None, active: Active | None = None, tracing: Tracing | None = None
+) -> Litestar:
+    """The app; policies and webhook sources are loaded here unless `active` is given; traced
+    when `tracing` is given or the `OTEL_*` variables ask for it."""
     settings = settings or load_settings()
     metrics = Metrics(settings.metrics_policies)
     tokens = load_tokens(settings)
@@ -59,10 +63,15 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
         tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
         source_scopes=sources,
         capture=Capture.from_settings(settings, metrics),
+        tracing=tracing or (Tracing() if tracing_wanted(os.environ) else None),
     )
     if settings.shadow_policies:
+        # Loaded first over the live set: the policies the candidate did not change are the
+        # live ones, compiled once (memory), and warm in the caches when the shadow decides.
         state.shadow = Shadow(
-            Path(settings.shadow_policies), functools.partial(load_candidate, settings), metrics
+            Path(settings.shadow_policies),
+            lambda previous: load_candidate(settings, previous or state.policy_set),
+            metrics,
         )
         state.shadow.load("start-up")  # a candidate that fails to load only goes unused
     reloader = Reloader(state)
@@ -100,6 +109,8 @@ def create_app(settings: Settings | None = None, active: Active | None = None) -
     app.asgi_handler = RequestLogMiddleware(
         EvaluateLane(app.asgi_handler, state, evaluate), metrics
     )
+    if state.tracing is not None:  # outermost: its span covers the request as received
+        app.asgi_handler = state.tracing.wrap(app.asgi_handler, route_of)
     return app
 
 

@@ -3,9 +3,9 @@ answer has gone.
 
 `HANDSHAKE_SHADOW_POLICIES` names the candidate (a directory: e.g. a second git-sync checkout
 of a branch). It is loaded, watched and reloaded like the live set, and never answers anyone.
-A live decision leaves the request in a bounded queue; a task decides the queue under the
-candidate once the answers ready by then have been written, so the caller's bytes, decision
-id and latency do not change. A disagreement (another decision, or no such policy in the
+A live decision leaves the request in a bounded queue, decided under the candidate by
+event-loop callbacks once the answers ready by then have been written, so the caller's bytes,
+decision id and latency do not change. A disagreement (another decision, or no such policy in the
 candidate) is counted and logged with both rules and revisions, never with personal data.
 Past `MAX_WAITING` requests waiting (a candidate far slower than the live set), the newest
 are dropped and counted: the shadow must not cost the live path memory or time.
@@ -65,7 +65,7 @@ class Shadow:
     policy_set: PolicySet | None = None
     status: ShadowStatus | None = None
     _waiting: deque[_Waiting] = field(default_factory=deque)
-    _draining: asyncio.Task[None] | None = None
+    _scheduled: bool = False  # a drain is due
 
     def __post_init__(self) -> None:
         registry = self.metrics.registry
@@ -131,21 +131,24 @@ class Shadow:
             self.metrics.child(self.outcomes, "dropped").inc()
             return
         self._waiting.append(_Waiting(name, request, now, live))
-        if self._draining is None:
-            self._draining = asyncio.get_running_loop().create_task(self._drain())
+        if not self._scheduled:
+            self._scheduled = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._drain)
 
-    async def _drain(self) -> None:
+    def _drain(self) -> None:
+        """Two turns of the loop after the first request waited, so the answers whose decisions
+        were made by then are written first; then a slice of the waiting, and again."""
+        deadline = time.perf_counter() + SLICE_SECONDS
         try:
-            while self._waiting:
-                # Two turns of the loop: the answers whose decisions are made by now are
-                # written first.
-                await asyncio.sleep(0)
-                await asyncio.sleep(0)
-                deadline = time.perf_counter() + SLICE_SECONDS
-                while self._waiting and time.perf_counter() < deadline:
-                    self._decide(self._waiting.popleft())
+            while self._waiting and time.perf_counter() < deadline:
+                self._decide(self._waiting.popleft())
         finally:
-            self._draining = None
+            if self._waiting:
+                loop = asyncio.get_running_loop()
+                loop.call_soon(loop.call_soon, self._drain)
+            else:
+                self._scheduled = False
 
     def _decide(self, waiting: _Waiting) -> None:
         live = waiting.live
@@ -193,8 +196,3 @@ class Shadow:
             last_load=outcome,
             problems=problems,
         )
-
-    async def settled(self) -> None:
-        """Wait until nothing waits (tests, and a graceful stop)."""
-        while self._draining is not None:
-            await asyncio.sleep(0.001)
