@@ -1,6 +1,7 @@
 """What every route that decides shares: the JSON check, the problem for an invalid body, and
 one evaluation with its metrics and its decision log event."""
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -69,8 +70,13 @@ def timed_evaluation(
     """Evaluate, count it, and write the decision log event (one per decision)."""
     structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
     started = time.perf_counter()
-    decision = evaluate(
-        policy_set, name, request, now=now, locale=locale, explain=explain, identifier=identifier
+    work = functools.partial(
+        evaluate, policy_set, name, request, now=now, locale=locale, explain=explain
+    )
+    decision = (
+        work(identifier=identifier)
+        if state.tracing is None
+        else state.tracing.evaluated(functools.partial(work, identifier=identifier))
     )
     seconds = time.perf_counter() - started
     if state.decision_log.is_enabled_for(logging.INFO):  # else do not build the event

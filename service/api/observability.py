@@ -34,7 +34,7 @@ from service.api.problems import CODES, MEDIA_TYPE
 from service.policy.compiled import PolicySet
 from service.policy.decision import Decision
 
-__all__ = ["Metrics", "RequestLogMiddleware", "note"]
+__all__ = ["Metrics", "RequestLogMiddleware", "note", "route_of"]
 
 REQUEST_ID = "x-request-id"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that left before the answer
@@ -215,7 +215,7 @@ class RequestLogMiddleware:
                 if left:  # whatever was answered, nobody was there: the client's doing
                     status = CLIENT_CLOSED_REQUEST
                 seconds = time.perf_counter() - started
-                route = _route(scope)
+                route = route_of(scope)
                 known = method if method in _METHODS else "OTHER"  # clients choose methods
                 self.metrics.child(self.metrics.requests, route, known, str(status)).inc()
                 self.metrics.child(self.metrics.request_seconds, route).observe(seconds)
@@ -269,7 +269,7 @@ def _code(status: int, problem: bytearray | None) -> str:
     return CODES.get(status, ("error", ""))[0]
 
 
-def _route(scope: Scope) -> str:
+def route_of(scope: Scope) -> str:
     """The route's OpenAPI path (`/policies/{name}`, `/docs`), never the raw path: bounded
     labels. litestar's router leaves it in `path_template`; the fast lane, which answers before
     the router, leaves its route handler (whose paths carry converters: `{name:path}`)."""

@@ -16,6 +16,7 @@ from service.api.capture import Capture
 from service.api.observability import Metrics
 from service.api.scopes import Scopes
 from service.api.shadow import Shadow
+from service.api.tracing import Tracing
 from service.policy import PolicyError, PolicySet, Problem, load_policies
 from service.policy.decision import Out
 from service.policy.loader import policy_names
@@ -149,6 +150,7 @@ class AppState:
     tokens_status: TokensStatus | None = None  # None: authentication is off
     shadow: Shadow | None = None  # HANDSHAKE_SHADOW_POLICIES
     capture: Capture | None = None  # HANDSHAKE_CAPTURE_PATH
+    tracing: Tracing | None = None  # OTEL_* asks for traces
     source_scopes: dict[str, Scopes] | None = None  # per webhook source; None: no limit
     draining: bool = False  # SIGTERM received: not ready, finishing what was accepted
     # One bound logger for decision events, made once: structlog's module-level proxy would
