@@ -14,6 +14,7 @@ steadier than requests/s on a shared machine. Both run the same venv: only `serv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -121,7 +122,8 @@ def main() -> int:
                     figures[name]["cpu"].append(used / (found["rps"] * args.seconds) * 1e6)
         finally:
             for process, _ in servers.values():
-                os.killpg(process.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):  # it may have exited already
+                    os.killpg(process.pid, signal.SIGTERM)
                 process.wait(timeout=30)
             if args.base:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)])

@@ -120,7 +120,12 @@ def _provider(environ: Mapping[str, str]) -> Any:
     resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "handshake")})
     provider = TracerProvider(resource=resource)
     names = environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+    protocol = environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")
+    )
+    otlp = "otlp_proto_grpc" if protocol.strip() == "grpc" else "otlp_proto_http"
     for name in (n.strip() for n in names.split(",") if n.strip() not in ("", "none")):
+        name = otlp if name == "otlp" else name  # as the SDK reads it: http/protobuf by default
         found = entry_points(group="opentelemetry_traces_exporter", name=name)
         if not found:
             raise SettingsError(f"OTEL_TRACES_EXPORTER: no exporter `{name}` is installed")

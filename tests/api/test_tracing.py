@@ -122,5 +122,8 @@ def test_the_otel_variables_turn_traces_on(environ: dict[str, str], wanted: bool
 def test_an_unknown_exporter_is_a_setting_error() -> None:
     with pytest.raises(SettingsError, match=r"^OTEL_TRACES_EXPORTER: no exporter `zipkinish`"):
         Tracing(environ={"OTEL_TRACES_EXPORTER": "zipkinish"})
-    console = Tracing(environ={"OTEL_TRACES_EXPORTER": "console"})
-    assert console.provider.get_tracer("x") is not None
+    for exporters in ("console", "otlp", "otlp,console"):
+        Tracing(environ={"OTEL_TRACES_EXPORTER": exporters}).provider.shutdown()
+    grpc = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    with pytest.raises(SettingsError, match="no exporter `otlp_proto_grpc` is installed"):
+        Tracing(environ=grpc)
