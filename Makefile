@@ -19,6 +19,12 @@ $(BIN)/handshake: pyproject.toml requirements/dev.lock
 
 install: $(BIN)/handshake ## create .venv with the pinned dependencies and the package
 
+# Tools nobody here wrote, for the contract: Redocly's linter, openapi-typescript, tsc (npm).
+CONTRACT_TOOLS := tools/contract/node_modules/.bin
+$(CONTRACT_TOOLS)/redocly: tools/contract/package-lock.json
+	npm ci --prefix tools/contract --no-audit --no-fund --loglevel=error
+	@touch $@
+
 run: install ## check and test the bundled policies, then serve them on 127.0.0.1:8080
 	$(BIN)/handshake check $(POLICIES)
 	$(BIN)/handshake test $(POLICIES)
@@ -27,11 +33,12 @@ run: install ## check and test the bundled policies, then serve them on 127.0.0.
 eval: install ## evaluate a sample request from the command line, with --explain
 	$(BIN)/handshake eval default --policies $(POLICIES) --input examples/requests/stranger.json --explain
 
-lint: install ## ruff (format check + lint), mypy --strict on service/, the import layers
+lint: install $(CONTRACT_TOOLS)/redocly ## ruff, mypy --strict on service/, the import layers, the contract (Redocly)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(CONTRACT_TOOLS)/redocly lint --format=summary openapi/openapi.yaml
 
 fmt: install ## format and autofix
 	$(BIN)/ruff format .
@@ -70,6 +77,6 @@ lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --python-version 3.11 -o requirements/runtime.lock
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tools/contract/node_modules
 
 .PHONY: help install run eval lint fmt browser test bench bench-http image openapi lock clean

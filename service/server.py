@@ -53,8 +53,11 @@ def serve(settings: Settings) -> int:
     for event, fields in startup_warnings(settings, tokens.required):
         log.warning(event, **fields)
     _export(settings)
+    url = _url(settings.host, settings.port)
     log.info(
         "starting",
+        url=url,
+        docs=f"{url}/docs",
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -143,6 +146,12 @@ def startup_warnings(settings: Settings, authenticated: bool) -> list[tuple[str,
             },
         )
     ]
+
+
+def _url(host: str, port: int) -> str:
+    """Where to reach the server: a wildcard address is reached on this host's loopback."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 def _loopback(host: str) -> bool:

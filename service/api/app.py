@@ -8,16 +8,18 @@ from pathlib import Path
 
 import yaml
 from litestar import Litestar
+from litestar.datastructures import CacheControlHeader
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Tag
 from litestar.plugins.problem_details import ProblemDetailsPlugin
+from litestar.static_files import create_static_files_router
 
 from service import __version__
 from service.api.auth import load_tokens
 from service.api.capture import Capture
 from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware, route_of
-from service.api.openapi import ContractSwaggerUI, Dumper, contract
+from service.api.openapi import ASSETS, ContractSwaggerUI, Dumper, contract, swagger_ui_files
 from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
@@ -78,7 +80,15 @@ def create_app(
     metrics.activated(state.policy_set)
     handlers = route_handlers(state)
     app = Litestar(
-        route_handlers=handlers,
+        route_handlers=[
+            *handlers,
+            create_static_files_router(
+                ASSETS,
+                directories=[swagger_ui_files()],
+                cache_control=CacheControlHeader(max_age=86_400),
+                include_in_schema=False,
+            ),
+        ],
         plugins=[ProblemDetailsPlugin(problem_details_config())],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -86,7 +96,7 @@ def create_app(
             version=__version__,
             description=DESCRIPTION,
             path="/docs",
-            render_plugins=[ContractSwaggerUI(path="/")],
+            render_plugins=[ContractSwaggerUI()],
             tags=[
                 Tag(name="decisions", description="Evaluate connection requests"),
                 Tag(name="webhooks", description="Signed deliveries from other services"),
@@ -115,6 +125,8 @@ def create_app(
 
 
 def openapi_yaml() -> str:
-    """The committed contract: an app with the default settings; no policies need to be loaded."""
+    """The committed contract, of every deployment (`contract(committed=True)`): the default
+    settings; no policies need to be loaded."""
     app = create_app(Settings(), Active(PolicySet(policies={}, digest=""), Webhooks()))
-    return yaml.dump(contract(app), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
+    document = contract(app, committed=True)
+    return yaml.dump(document, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)

@@ -4,7 +4,7 @@ every error an `InputError` with a JSON path or a line:column (service/policy/re
 
     body = decode_evaluate_body(raw)                       # or InputError
     data = decode_payload(raw)                             # a webhook's, any JSON
-    items = decode_batch(raw, BatchBody, max_items)  # each an EvaluateBody or its InputError
+    items = decode_batch(raw, BatchBody, max_items)  # or InputError: every bad item's path
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import msgspec
 from service.api.schemas import EvaluateBody
 from service.policy.request import InputError, convert, decode_json
 
-__all__ = ["decode_batch", "decode_evaluate_body", "decode_payload"]
+__all__ = ["InvalidItems", "decode_batch", "decode_evaluate_body", "decode_payload"]
 
 
 def decode_payload(raw: bytes) -> Any:
@@ -35,21 +35,30 @@ class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 def decode_batch(
     raw: bytes, batch_body: type[msgspec.Struct], max_items: int
-) -> list[EvaluateBody | InputError]:
-    """The items of `POST /evaluate/batch`, each decoded alone so that one bad item gets its
-    own error; raises `InputError` when the batch itself is not valid (`batch_body`)."""
+) -> list[EvaluateBody]:
+    """The items of `POST /evaluate/batch`; raises `InputError` when the batch is not valid
+    (`batch_body`: how many items), or `InvalidItems` naming every item that is not."""
     try:  # the common case, at msgspec's speed: every item is valid
-        items: list[EvaluateBody | InputError] = [*decode_json(raw, _ValidBatch).items]
+        items = decode_json(raw, _ValidBatch).items
         if 1 <= len(items) <= max_items:
             return items
     except InputError:
         pass
     free: list[Any] = decode_json(raw, batch_body).items  # type: ignore[attr-defined]
-    return [_item(data) for data in free]
+    decoded, invalid = [], []
+    for index, data in enumerate(free):  # each alone: every bad item is named, not the first
+        try:
+            decoded.append(convert(data, EvaluateBody))
+        except InputError as exc:
+            invalid.append((index, exc))
+    if invalid:
+        raise InvalidItems(invalid)
+    return decoded
 
 
-def _item(data: Any) -> EvaluateBody | InputError:
-    try:
-        return convert(data, EvaluateBody)
-    except InputError as exc:
-        return exc
+class InvalidItems(Exception):  # noqa: N818 - a 400 `invalid-request`, as InputError
+    """Items of a batch that are not valid bodies of `POST /evaluate`: (index, error) each."""
+
+    def __init__(self, items: list[tuple[int, InputError]]) -> None:
+        super().__init__(f"{len(items)} of the items are not valid")
+        self.items = items

@@ -184,27 +184,30 @@ class RequestLogMiddleware:
         request_id = _request_id(scope)
         started = time.perf_counter()
         status = 500
-        left = False  # the client went away before its request was read
+        left = False  # the client went away before its answer was sent
+        answered = False  # the answer's last byte was handed to the server
         problem: bytearray | None = None  # an error answer's problem document (bounded)
 
         async def receive_noting_departure() -> ReceiveMessage:
             nonlocal left
             message = await receive()
-            if message["type"] == "http.disconnect":
-                left = True
+            if message["type"] == "http.disconnect" and not answered:
+                left = True  # (after the answer, a disconnect is how a streamed one ends)
             return message
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status, problem
+            nonlocal status, problem, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", [])
                 if status >= 400 and _is_problem(headers):
                     problem = bytearray()
                 message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
-            elif problem is not None and message["type"] == "http.response.body":
-                room = _PROBLEM_BYTES + 1 - len(problem)  # one byte past: too long to read
-                problem += message.get("body", b"")[:room]
+            elif message["type"] == "http.response.body":
+                answered = not message.get("more_body", False)
+                if problem is not None:
+                    room = _PROBLEM_BYTES + 1 - len(problem)  # one byte past: too long to read
+                    problem += message.get("body", b"")[:room]
             await send(message)
 
         bound = structlog.contextvars.bind_contextvars(request_id=request_id)

@@ -11,10 +11,11 @@ from litestar import Request, Response, get, post
 from litestar.enums import MediaType
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
+from litestar.response import Redirect
 from prometheus_client import generate_latest
 
 from service.api.auth import authenticate, permit, permitted, require_token
-from service.api.bodies import decode_batch, decode_evaluate_body
+from service.api.bodies import InvalidItems, decode_batch, decode_evaluate_body
 from service.api.evaluation import evaluate_body, invalid_body, require_json
 from service.api.observability import note
 from service.api.openapi import contract
@@ -86,9 +87,10 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         summary="Decide on many connection requests",
         description=(
             "Up to the configured number of items (default 100), each the body of "
-            "`POST /evaluate`. Every item gets its own result: a decision, or a problem with "
-            "status 400 (invalid item), 403 (a policy outside the token's scopes) or 404 "
-            "(unknown policy). One bad item never fails the others."
+            "`POST /evaluate`. A batch with an item that is not such a body is refused (400, "
+            "naming every bad item's fields). Otherwise every item gets its own result: a "
+            "decision, or a problem with status 403 (a policy outside the token's scopes) or "
+            "404 (unknown policy); one item's problem never fails the others."
         ),
         responses=responses(BatchResult, 400, 413, 415, auth=True),
         operation_id="evaluateBatch",
@@ -99,27 +101,18 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
             items = decode_batch(await request.body(), BatchBody, settings.batch_max_items)
         except InputError as exc:
             raise invalid_body(exc) from None
+        except InvalidItems as exc:
+            errors = [
+                FieldError(path=f"$.items[{index}]{(error.path or '$')[1:]}", message=error.message)
+                for index, error in exc.items
+            ]
+            raise problem(400, f"{errors[0].path}: {errors[0].message}", errors=errors) from None
         results = []
         for index, body in enumerate(items):
             try:
-                if isinstance(body, InputError):
-                    raise body
                 results.append(
                     BatchItem(
                         index=index, status=200, decision=evaluate_body(state, body, request.scope)
-                    )
-                )
-            except InputError as exc:
-                error = FieldError(path=exc.path or "$", message=exc.message)
-                results.append(
-                    BatchItem(
-                        index=index,
-                        status=400,
-                        problem=BatchProblem(
-                            code="invalid-request",
-                            detail=error.message,
-                            errors=[msgspec.to_builtins(error)],
-                        ),
                     )
                 )
             except UnknownPolicyError as exc:
@@ -260,6 +253,11 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         assert status is not None  # set by every reload
         return status
 
+    @get("/", include_in_schema=False)
+    async def index() -> Redirect:
+        """The root leads to the docs, where every operation can be tried."""
+        return Redirect("/docs")
+
     @get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request[Any, Any, Any]) -> dict[str, Any]:
         return contract(request.app)
@@ -274,6 +272,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         live,
         ready,
         prometheus,
+        index,
         openapi,
     ]
 

@@ -6,14 +6,13 @@ HTTP contract is exactly what the core takes and gives.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
 
 from service.api.shadow import ShadowStatus
 from service.api.state import ReloadStatus, TokensStatus
-from service.policy.decision import Decision, Out
+from service.policy.decision import Decision, Instant, Out
 from service.policy.model import Locale, PolicyName
 from service.policy.request import (
     Base,
@@ -70,12 +69,11 @@ def batch_body(max_items: int) -> type[msgspec.Struct]:
 class BatchProblem(Out, frozen=True, kw_only=True):
     code: str
     detail: str
-    errors: list[dict[str, str]] | None = None
 
 
 class BatchItem(Out, frozen=True, kw_only=True):
     index: int
-    status: Literal[200, 400, 403, 404]
+    status: Literal[200, 403, 404]
     decision: Decision | None = None
     problem: BatchProblem | None = None
 
@@ -103,7 +101,7 @@ class PolicySummary(Out, frozen=True, kw_only=True):
 class PolicySetInfo(Out, frozen=True, kw_only=True):
     revision: str | None
     digest: str
-    loaded_at: datetime
+    loaded_at: Instant
 
 
 class PolicyList(PolicySetInfo, frozen=True, kw_only=True):
@@ -130,7 +128,7 @@ class Health(Out, frozen=True, kw_only=True):
     policies: int | None = None
     revision: str | None = None
     digest: str | None = None
-    loaded_at: datetime | None = None
+    loaded_at: Instant | None = None
     last_reload: ReloadStatus | None = None  # a failed reload: the active set still serves
     tokens: TokensStatus | None = None  # a failed reading: the last good tokens stay in force
     shadow: ShadowStatus | None = None  # HANDSHAKE_SHADOW_POLICIES: the candidate set

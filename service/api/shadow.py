@@ -28,7 +28,7 @@ from prometheus_client import Counter, Gauge
 from service.api.observability import Metrics
 from service.policy import ConnectionRequest, Decision, PolicyError, PolicySet
 from service.policy.alternatives import decide
-from service.policy.decision import Out
+from service.policy.decision import Instant, Out
 
 __all__ = ["MAX_WAITING", "Shadow", "ShadowStatus"]
 
@@ -44,7 +44,7 @@ class ShadowStatus(Out, frozen=True, kw_only=True):
     policies: int | None = None
     revision: str | None = None
     digest: str | None = None
-    loaded_at: datetime | None = None
+    loaded_at: Instant | None = None
     last_load: Literal["ok", "failed"]
     problems: list[str] = []
 

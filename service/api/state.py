@@ -18,7 +18,7 @@ from service.api.scopes import Scopes
 from service.api.shadow import Shadow
 from service.api.tracing import Tracing
 from service.policy import PolicyError, PolicySet, Problem, load_policies
-from service.policy.decision import Out
+from service.policy.decision import Instant, Out
 from service.policy.loader import policy_names
 from service.revision import policy_revision
 from service.settings import Settings
@@ -39,7 +39,7 @@ class ReloadStatus(Out, frozen=True, kw_only=True):
     """The last reload: `ok` (with what is now active) or `failed` (with every problem)."""
 
     status: Literal["ok", "failed"]
-    at: datetime
+    at: Instant
     revision: str | None = None
     digest: str | None = None
     unchanged: bool = False  # the files changed, the compiled content did not
@@ -61,7 +61,7 @@ class TokensStatus(Out, frozen=True, kw_only=True):
     the last good reading in force, and says why (never a token)."""
 
     status: Literal["ok", "failed"]
-    at: datetime
+    at: Instant
     problem: str | None = None
 
 

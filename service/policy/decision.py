@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -12,6 +12,7 @@ from service.policy.model import Decision as DecisionValue
 __all__ = [
     "Alternative",
     "Decision",
+    "Instant",
     "PolicyRef",
     "Reply",
     "RuleError",
@@ -19,6 +20,10 @@ __all__ = [
     "Trace",
     "VariableTrace",
 ]
+
+
+# A moment with its time zone, as every output gives one: `format: date-time` in the schema.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class Out(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -79,5 +84,5 @@ class Decision(Out, frozen=True, kw_only=True):
     errors: list[RuleError]
     policy: PolicyRef
     decision_id: str
-    evaluated_at: datetime
+    evaluated_at: Instant
     trace: Trace | None = None

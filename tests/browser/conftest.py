@@ -1,9 +1,9 @@
 """A real browser for the pages Handshake draws: Debian's Chromium, driven by Playwright.
 
 `make test` installs Chromium (`make browser`); elsewhere, point `HANDSHAKE_CHROMIUM` at a
-Chromium or Chrome binary. Every page is opened with the network closed: each request
-that is not for the page itself is refused and recorded, so a test sees whether a page
-reached out for anything.
+Chromium or Chrome binary. Every page is opened with the network closed to other origins:
+each request for another origin (for a file, any other file) is refused and recorded, so a
+test sees whether a page reached out for anything.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, Route, sync_playwright
@@ -62,17 +63,18 @@ class Opened:
 
 
 @pytest.fixture
-def open_page(browser: Browser) -> Iterator[Callable[[str], Opened]]:
-    """`open_page(url)` -> `Opened`, ready when the page sets `data-ready` on its body."""
+def open_page(browser: Browser) -> Iterator[Callable[..., Opened]]:
+    """`open_page(url, ready=selector)` -> `Opened`, once `ready` is on the page (by default:
+    the page set `data-ready` on its body)."""
     contexts = []
 
-    def open_(url: str) -> Opened:
+    def open_(url: str, ready: str = "body[data-ready=true]") -> Opened:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         contexts.append(context)
         opened = Opened(context.new_page())
 
         def refuse_elsewhere(route: Route) -> None:
-            if route.request.url.split("#")[0] == url:
+            if _origin(route.request.url) == _origin(url):
                 route.continue_()
             else:
                 opened.elsewhere.append(route.request.url)
@@ -84,12 +86,18 @@ def open_page(browser: Browser) -> Iterator[Callable[[str], Opened]]:
             "console", lambda m: opened.errors.append(m.text) if m.type == "error" else None
         )
         opened.page.goto(url)
-        opened.page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        opened.page.wait_for_selector(ready, timeout=15_000)
         return opened
 
     yield open_
     for context in contexts:
         context.close()
+
+
+def _origin(url: str) -> str:
+    """`scheme://host:port` of an HTTP URL; a file URL is its own origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme != "file" else url.split("#")[0]
 
 
 def file_url(path: Path) -> str:
