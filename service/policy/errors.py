@@ -72,18 +72,28 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"; did you mean `{close[0]}`?" if close else ""
 
 
-# What other languages call CEL's functions, for the suggestion.
+# What other languages call CEL's functions (service/policy/cel/functions.py), tried before
+# difflib's closest spelling: `strip` is not a misspelt `string`, it is CEL's `trim`.
 _ALIASES = {
-    "strip": "trim",
-    "len": "size",
-    "length": "size",
-    "lower": "lowerAscii",
-    "upper": "upperAscii",
-    "toLowerCase": "lowerAscii",
-    "toUpperCase": "upperAscii",
-    "includes": "contains",
-    "startswith": "startsWith",
-    "endswith": "endsWith",
+    **dict.fromkeys(("strip", "trim_space", "trimSpace", "TrimSpace"), "trim"),
+    **dict.fromkeys(("len", "length", "count", "Len"), "size"),
+    **dict.fromkeys(
+        ("lower", "tolower", "toLower", "toLowerCase", "lowercase", "downcase", "casefold"),
+        "lowerAscii",
+    ),
+    **dict.fromkeys(
+        ("upper", "toupper", "toUpper", "toUpperCase", "uppercase", "upcase"), "upperAscii"
+    ),
+    **dict.fromkeys(("includes", "include", "has_substring", "Contains"), "contains"),
+    **dict.fromkeys(("startswith", "starts_with", "hasPrefix", "HasPrefix"), "startsWith"),
+    **dict.fromkeys(("endswith", "ends_with", "hasSuffix", "HasSuffix"), "endsWith"),
+    **dict.fromkeys(("match", "regex", "regexp", "re_match", "test"), "matches"),
+    **dict.fromkeys(("str", "toString", "to_s", "String"), "string"),
+    **dict.fromkeys(("float", "parseFloat", "Number"), "double"),
+    **dict.fromkeys(("parseInt", "integer", "Int"), "int"),
+    **dict.fromkeys(("boolean", "Boolean"), "bool"),
+    **dict.fromkeys(("year", "getYear"), "getFullYear"),
+    **dict.fromkeys(("weekday", "getDay"), "getDayOfWeek"),
 }
 
 

@@ -13,11 +13,12 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import msgspec
 
@@ -52,12 +53,6 @@ T = TypeVar("T")
 _AT = re.compile(r" - at `(\$[^`]*)`$")
 _BAD_VALUE = re.compile(r"^Invalid enum value '([^']*)'$")
 _ENUMS = (*DECISIONS, "skip", "default")
-_ALLOWED = {
-    "decision": DECISIONS,
-    "on_error": ("skip", "default"),
-    "apiVersion": ("handshake/v1",),
-    "kind": ("ConnectionPolicy",),
-}
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`$")
 
 
@@ -373,7 +368,7 @@ def validate(
     try:
         return msgspec.convert(source.data, kind), []
     except msgspec.ValidationError as exc:
-        whole = _schema_problem(source, str(exc), ())
+        whole = _schema_problem(source, str(exc), (), kind)
     if parts is None and kind is PolicyDocument:
         parts = _policy_parts
     problems = []
@@ -382,7 +377,7 @@ def validate(
             try:
                 msgspec.convert(data, part_kind)
             except msgspec.ValidationError as exc:
-                problems.append(_schema_problem(source, str(exc), prefix))
+                problems.append(_schema_problem(source, str(exc), prefix, kind))
     if not problems or "..." not in whole.path:  # msgspec writes `[...]` for a key it cannot name
         problems.insert(0, whole)
     return None, problems
@@ -426,23 +421,73 @@ def _valid(data: Any, kind: type) -> bool:
     return True
 
 
-def _schema_problem(source: Source, message: str, prefix: tuple[str | int, ...]) -> Problem:
+def _schema_problem(
+    source: Source, message: str, prefix: tuple[str | int, ...], kind: Any = None
+) -> Problem:
     path = prefix
     if match := _AT.search(message):
         path = (*prefix, *parse_path(match.group(1)))
         message = message[: match.start()]
     key = None
     if match := _BAD_VALUE.match(message):
-        allowed = _ALLOWED.get(str(path[-1]) if path else "")
-        hint = did_you_mean(match.group(1), allowed or _ENUMS)
-        if allowed and not hint:
-            hint = "; one of " + ", ".join(f"`{value}`" for value in allowed)
-        message = f"invalid value `{match.group(1)}`{hint}"
+        message = _invalid_value(match.group(1), _allowed_values(kind, path))
     elif match := _UNKNOWN_FIELD.match(message):
         key = match.group(1)
-        message = f"unknown field `{key}`{did_you_mean(key, _KNOWN_KEYS)}"
+        known = _keys_at(kind, path) or _KNOWN_KEYS
+        message = f"unknown field `{key}`{did_you_mean(key, known)}"
     message = message[:1].lower() + message[1:]
     return source.problem(path, message, key=key)
+
+
+def _invalid_value(value: str, allowed: Sequence[str]) -> str:
+    """`invalid value `acept` (one of `accept`, …); did you mean `accept`?`: what may be
+    written there, and the closest."""
+    if len(allowed) == 1:
+        return f"invalid value `{value}` (must be `{allowed[0]}`)"
+    listed = f" (one of {', '.join(f'`{a}`' for a in allowed)})" if allowed else ""
+    return f"invalid value `{value}`{listed}{did_you_mean(value, allowed or _ENUMS)}"
+
+
+def _allowed_values(kind: Any, path: Sequence[str | int]) -> tuple[str, ...]:
+    """The values a `Literal` allows at `path` in a document of type `kind` (a Struct), in
+    the order it declares them; () when there is none there."""
+    for found in _types_at(kind, path):
+        if get_origin(found) is Literal:
+            return tuple(str(value) for value in get_args(found))
+    return ()
+
+
+def _keys_at(kind: Any, path: Sequence[str | int]) -> set[str]:
+    """The keys the Struct(s) at `path` in a document of type `kind` have."""
+    return {
+        field.encode_name
+        for found in _types_at(kind, path)
+        if isinstance(found, type) and issubclass(found, msgspec.Struct)
+        for field in msgspec.structs.fields(found)
+    }
+
+
+def _types_at(kind: Any, path: Sequence[str | int]) -> Iterator[Any]:
+    """The types a document of type `kind` may have at `path` (each side of a union)."""
+    if get_origin(kind) is Annotated:
+        kind = get_args(kind)[0]
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, UnionType):
+        for alternative in args:
+            yield from _types_at(alternative, path)
+        return
+    if not path:
+        yield kind
+        return
+    segment, rest = path[0], path[1:]
+    if isinstance(kind, type) and issubclass(kind, msgspec.Struct):
+        for field in msgspec.structs.fields(kind):
+            if field.encode_name == segment:
+                yield from _types_at(field.type, rest)
+    elif origin is list and isinstance(segment, int):
+        yield from _types_at(args[0], rest)
+    elif origin is dict and isinstance(segment, str):
+        yield from _types_at(args[1], rest)
 
 
 _KNOWN_KEYS = {

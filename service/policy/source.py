@@ -150,8 +150,8 @@ def parse_source(raw: bytes, display: str, name: str = "") -> Source:
         mark = exc.problem_mark or exc.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         problem = (exc.problem or exc.context or "cannot parse").strip()
-        if tag := _UNKNOWN_TAG.search(problem):  # `when: !variables.x`
-            problem += f": YAML reads a value starting with `!` as a tag; quote it: `'{tag[1]}'`"
+        if mark:
+            problem += _quoting_hint(text, mark.line, mark.column, problem)
         raise PolicyError(
             [Problem(file=display, line=line, column=column, message=f"invalid YAML: {problem}")]
         ) from None
@@ -160,6 +160,82 @@ def parse_source(raw: bytes, display: str, name: str = "") -> Source:
     finally:
         loader.dispose()
     return Source(file=display, text=text, data=data, root=root, name=name or display)
+
+
+# `key: value` on a line of a block mapping (or a list item), and a `key: ` inside a flow
+# mapping (`{id: r, when: …}`).
+_KEY = r"""(?:(?!-\s)[^\s#'"{}\[\],:!&*|>%@`][^:#{}\[\],]*?|"[^"]*"|'[^']*')"""
+_BLOCK_ENTRY = re.compile(
+    rf"^\s*(?:-\s+)*(?P<key>{_KEY}):[ \t]+(?P<value>[^\s{{}}\[\]].*?|[{{\[].*?)(?:\s+#.*)?$"
+)
+_FLOW_KEY = re.compile(rf"[{{,]\s*(?P<key>{_KEY}):[ \t]+")
+_INDICATORS = "!*&{[%@`"  # a plain value cannot start with these (YAML reads them otherwise)
+
+
+def _quoting_hint(text: str, line: int, column: int, problem: str) -> str:
+    """`; a value starting with `{` must be quoted: `when: '{…} == x'``, when the YAML error
+    at (line, column), 0-based, is in a value that quoting would make a string; else ``."""
+    lines = text.splitlines()
+    if line >= len(lines):
+        return ""
+    here = lines[line]
+    entry = _BLOCK_ENTRY.match(here)
+    if entry and (reason := _why_quote(entry["value"])):
+        return f"; {reason}: `{entry['key']}: {_quoted(entry['value'])}`"
+    flow = [m for m in _FLOW_KEY.finditer(here) if m.end() <= column]
+    if not flow:
+        return ""
+    key, value = flow[-1]["key"], here[flow[-1].end() : column + 1]
+    if tag := _UNKNOWN_TAG.search(problem):  # `{when: !variables.x}`: the tag is the value
+        return f"; {_why_quote(tag[1])}: `{key}: {_quoted(tag[1])}`"
+    if value[:1] in _INDICATORS:
+        return f"; a value starting with {_shown(value[0])} must be quoted"
+    inside = next((c for c in value if c in "{}[]"), None) or (":" if ": " in value else None)
+    if inside is None and value.endswith(":"):
+        inside = ":"
+    return f"; inside `{{…}}`, a value containing `{inside}` must be quoted" if inside else ""
+
+
+def _why_quote(value: str) -> str:
+    """Why YAML does not read `value` as the string it looks like, as an instruction; else ``."""
+    first = value[:1]
+    if first in ("{", "[", "'", '"') and not _goes_on(value):
+        return ""  # a flow collection or quoted string, as meant (the error is inside it)
+    if first in _INDICATORS:
+        return f"a value starting with {_shown(first)} must be quoted"
+    if first in ("'", '"'):
+        return "a value starting with a quoted string must be quoted as a whole"
+    if ": " in value:
+        return "a value containing `: ` must be quoted"
+    return ""
+
+
+def _shown(char: str) -> str:
+    return "a backtick" if char == "`" else f"`{char}`"
+
+
+def _goes_on(value: str) -> bool:
+    """Whether text follows the bracket or quote that closes `value`'s first one."""
+    opening = value[0]
+    closing = {"{": "}", "[": "]"}.get(opening, opening)
+    depth = 0
+    for index, char in enumerate(value):
+        if opening in "{[" and char == opening:
+            depth += 1
+        elif char == closing and (opening in "{[" or index > 0):
+            depth -= 1
+            if depth <= 0:
+                return bool(value[index + 1 :].strip())
+    return False
+
+
+def _quoted(value: str) -> str:
+    """`value` as a quoted YAML scalar, the way that needs no escapes when there is one."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value and "\\" not in value:
+        return f'"{value}"'
+    return "'" + value.replace("'", "''") + "'"
 
 
 # YAML is composed and constructed recursively (in C, for the C loader): a file is refused

@@ -40,6 +40,8 @@ __all__ = ["CaseResult", "LoadedCase", "load_suites", "run_case"]
 
 
 class TextMatch(Base, frozen=True, kw_only=True):
+    """Text that must contain this (or each of these)."""
+
     contains: str | list[str]
 
 
@@ -47,11 +49,17 @@ TextExpectation = str | TextMatch
 
 
 class ErrorExpectation(Base, frozen=True, kw_only=True):
+    """An evaluation error the case expects: in `rule` (any rule when left out), with a
+    message containing `contains`."""
+
     rule: str | None = None  # None matches any rule
     contains: str = ""
 
 
 class Expectation(Base, frozen=True, kw_only=True):
+    """What the decision must be; each key is optional. `rule: default` expects the default
+    to decide; `reply: null` expects no reply; `errors` lists every error expected."""
+
     decision: DecisionValue | UnsetType = UNSET
     rule: str | UnsetType = UNSET  # `default` when the default decides
     rationale: TextExpectation | UnsetType = UNSET
@@ -62,6 +70,8 @@ class Expectation(Base, frozen=True, kw_only=True):
 
 
 class Case(Base, frozen=True, kw_only=True):
+    """One request, and what the policy must decide for it."""
+
     name: str
     request: ConnectionRequest
     now: Timestamp | None = None
@@ -70,6 +80,9 @@ class Case(Base, frozen=True, kw_only=True):
 
 
 class Suite(Base, frozen=True, kw_only=True):
+    """A test suite (`*_test.yaml`): requests and what `policy` must decide for each, run by
+    `handshake test` under every CEL engine. `fixtures` is free-form, a place for anchors."""
+
     policy: str
     description: str = ""
     now: Timestamp | None = None

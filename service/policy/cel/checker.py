@@ -29,7 +29,14 @@ from service.policy.cel.schema import REQUEST, Kind, Message
 from service.policy.cel.syntax import CelSyntaxError
 from service.policy.errors import with_article
 
-__all__ = ["TYPE_LABELS", "TypeCheckError", "compile_error", "operator_symbol", "type_check"]
+__all__ = [
+    "NESTS_TOO_DEEPLY",
+    "TYPE_LABELS",
+    "TypeCheckError",
+    "compile_error",
+    "operator_symbol",
+    "type_check",
+]
 
 _PACKAGE = "handshake.v1"
 _F = descriptor_pb2.FieldDescriptorProto
@@ -128,7 +135,9 @@ def _checked(text: str) -> tuple[tuple[str, int, int] | None, str]:
         expression = _environment().compile(text)
     except RuntimeError as exc:
         problem = compile_error(exc)
-        message = f"type error: {_readable(problem.message)}"
+        message = problem.message
+        if message != NESTS_TOO_DEEPLY:  # a limit of the parser, not a type error
+            message = f"type error: {_readable(message)}"
         return (message, problem.line, problem.column), ""
     result = expression.return_type()
     if result == cel.Type.BOOL:
@@ -158,21 +167,27 @@ def operator_symbol(function: str) -> str:
     return function
 
 
-_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
+# `<input>:LINE:COLUMN: message`. Where Google's parser knows no position (past its nesting
+# limit) it writes -1 (the checker's environment) or -1 read as an unsigned int, 4294967295 (the
+# runtime's), with column 0 or -1: a line 4294967299 once `check` added the expression's own.
+_POSITION = re.compile(r"<input>:(-?\d+):(-?\d+): (.*?)(?:\n|$)")
 _STATUS = re.compile(r"^[A-Z_]+: ")
+_NESTING = ("max recursion depth", "recursion limit")
+NESTS_TOO_DEEPLY = (
+    "expression nests too deeply for Google's CEL (more than 32 levels, counting each operand "
+    "of a chain like `a + b + c`): split it into variables"
+)
 
 
 def compile_error(exc: RuntimeError) -> CelSyntaxError:
-    """The first problem of a Google CEL compile error, with its position in the expression."""
+    """The first problem of a Google CEL compile error, with its position in the expression
+    (its start when the parser gave none)."""
     if match := _POSITION.search(str(exc)):
-        line, column = int(match.group(1)), int(match.group(2))
-        if line >= 2**31 or column >= 2**31:  # -1 as an unsigned int: the parser knew none
+        line, column, message = int(match.group(1)), int(match.group(2)), match.group(3)
+        if not 0 < line < 2**31:  # no position known
             line = column = 1
-        message = match.group(3)
-        if "max recursion depth" in message or "recursion limit" in message:
-            message = (
-                "expression nests too deeply for Google's CEL (more than 32 levels, counting "
-                "each operand of a chain like `a + b + c`): split it into variables"
-            )
+        column = column if 0 < column < 2**31 else 1
+        if any(words in message for words in _NESTING):
+            message = NESTS_TOO_DEEPLY
         return CelSyntaxError(message, line, column)
     return CelSyntaxError(_STATUS.sub("", str(exc)).split("\n")[0])
