@@ -8,11 +8,16 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import functools
+import inspect
+import itertools
 import multiprocessing
 import os
 import sys
-from collections.abc import Sequence
+import textwrap
+import typing
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from importlib import resources
@@ -48,19 +53,27 @@ from service.policy.loader import (
 )
 from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
-from service.policy.suite import load_suites, run_case
-from service.revision import policy_revision
-from service.settings import Settings, SettingsError, load_settings
-from service.webhook_sources import Webhooks, load_webhooks
+from service.policy.suite import Suite, load_suites, run_case
+from service.revision import git, policy_revision
+from service.settings import PREFIX, Settings, SettingsError, load_settings
+from service.webhook_sources import Webhooks, WebhooksDocument, load_webhooks
 
 __all__ = ["main"]
 
 OPENAPI = Path("openapi/openapi.yaml")
 SCHEMAS: dict[str, type] = {
     "policy": PolicyDocument,
+    "suite": Suite,
+    "webhooks": WebhooksDocument,
     "request": ConnectionRequest,
     "decision": Decision,
 }
+# What editors validate YAML files with: committed under schemas/ as <name>.schema.json.
+EDITOR_SCHEMAS = ("policy", "suite", "webhooks")
+SCHEMA_DIR = Path("schemas")
+# yaml-language-server (VS Code's YAML extension and other editors) validates with draft 7;
+# msgspec writes nothing a draft 7 validator does not know (tests/unit/test_schemas.py).
+JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 
 
 class CommandError(Exception):
@@ -86,13 +99,140 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose epilog may be worked out only when help is shown (`serve`'s
+    settings are read from service/settings.py's source)."""
+
+    epilog_factory: Callable[[], str] | None = None
+
+    def format_help(self) -> str:
+        if self.epilog_factory is not None:
+            self.epilog = self.epilog_factory()
+        return super().format_help()
+
+
+_HELP = argparse.RawDescriptionHelpFormatter
+_PROGRAM_EPILOG = """\
+examples:
+  handshake check policies          every problem, one a line: file:line:column
+  handshake test policies           run the *_test.yaml suites, both engines
+  handshake eval default --input examples/requests/stranger.json --explain
+  handshake init ../team-policies --name sales
+  handshake serve --help            the HTTP service, its HANDSHAKE_* settings
+
+The policy directory is DIR, else --policies DIR, else $HANDSHAKE_POLICIES,
+else ./policies.
+
+exit codes: 0 success; 1 problems found, a case failed, or (diff) a decision
+changed; 2 bad usage or input, or policies that do not load; 130 interrupted.
+`handshake COMMAND --help` shows a command's examples and exit codes.
+"""
+_EPILOGS = {
+    "check": """\
+examples:
+  handshake check policies
+  handshake check --strict policies   warnings fail, and policies no suite names
+
+exit codes: 0 no errors (warnings allowed unless --strict); 1 problems, one a
+line as file:line:column: $.path: message; 2 bad usage or settings
+""",
+    "test": """\
+examples:
+  handshake test policies
+  handshake test policies --filter recruiter -v
+  handshake test policies --coverage --min-coverage 90
+  handshake test policies --format junit > report.xml
+
+exit codes: 0 every case passed; 1 a case failed, no case ran, or coverage is
+below --min-coverage; 2 the policies or suites do not load
+""",
+    "map": """\
+examples:
+  handshake map default
+  handshake map default --format html > default-map.html
+
+exit codes: 0 the map is printed; 2 an unknown policy, or policies that do not
+load
+""",
+    "eval": """\
+examples:
+  handshake eval default --input examples/requests/stranger.json --explain
+  handshake eval default --input - --locale de < request.json
+
+The request is a connection request as JSON (handshake schema request prints
+its schema), read from FILE, or from standard input when FILE is -.
+
+exit codes: 0 the decision is printed; 2 no or bad input, an unknown policy,
+or policies that do not load
+""",
+    "diff": """\
+examples:
+  handshake diff main               what the work tree changes, against main
+  handshake diff main~1 main --format json
+  handshake diff main --requests captured.jsonl
+
+Run it in a git work tree: the policy directory (--policies DIR, else
+$HANDSHAKE_POLICIES, else ./policies) is read at both revisions.
+
+exit codes: 0 no decision changed; 1 some changed; 2 an error (no policy
+directory, not a git work tree, an unknown revision, policies that do not load)
+""",
+    "init": """\
+examples:
+  handshake init policies --name sales/emea
+  handshake init ../team-policies --name sales
+
+It writes DIR/NAME.yaml and DIR/NAME_test.yaml, each starting with a line
+`# yaml-language-server: $schema=...` that points editors at its JSON Schema,
+in the repository's schemas/ folder (written there when it has none).
+
+exit codes: 0 written; 2 a file exists already (nothing is written), or NAME
+is not a policy name
+""",
+    "playground": """\
+examples:
+  handshake playground default
+  handshake playground teams/sales --policies ../team-policies --port 8090
+
+It serves a page on 127.0.0.1 (only): the policy and a request side by side; as
+you type, check's problems at their lines, or the decision, its trace and the
+reply in each locale. The policy is edited in a scratch copy of the policy
+directory (so `extends` finds its bases): copy it back into your file when done.
+
+exit codes: 0 stopped (Ctrl-C); 1 the port is taken; 2 POLICY is not a policy name
+""",
+    "openapi": """\
+exit codes: 0 written (with --check: up to date); 1 with --check, FILE differs
+""",
+    "schema": """\
+examples:
+  handshake schema policy > policy.schema.json
+  handshake schema --write          write schemas/: policy, suite, webhooks
+  handshake schema --check          exit 1 when those differ from this version's
+
+Editors read them from a first line `# yaml-language-server: $schema=<path>`
+(handshake init writes it), or from VS Code's `yaml.schemas` setting
+(docs/policy-language.md, "Editors").
+
+exit codes: 0 printed (with --check: up to date); 1 with --check, a file differs
+""",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="handshake",
         description="Connection policies as code: check, test and evaluate policies.",
+        epilog=_PROGRAM_EPILOG,
+        formatter_class=_HELP,
     )
     parser.add_argument("--version", action="version", version=f"handshake {__version__}")
-    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        title="commands", required=True, metavar="COMMAND", parser_class=_Parser
+    )
+
+    def command(name: str, **kwargs: Any) -> _Parser:
+        return commands.add_parser(name, epilog=_EPILOGS.get(name), formatter_class=_HELP, **kwargs)
 
     policies = argparse.ArgumentParser(add_help=False)
     policies.add_argument(
@@ -116,14 +256,14 @@ def _parser() -> argparse.ArgumentParser:
         help="processes to use at most (default: this machine's cores, %(default)s)",
     )
 
-    check = commands.add_parser(
+    check = command(
         "check", parents=[policies, cores], help="load and compile policies; list every problem"
     )
     check.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
     check.add_argument("--strict", action="store_true", help="fail on warnings too")
     check.set_defaults(run=_check)
 
-    test = commands.add_parser(
+    test = command(
         "test", parents=[policies, cores], help="run the policy test suites (under every engine)"
     )
     test.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="policy directory")
@@ -148,7 +288,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     test.set_defaults(run=_test)
 
-    mapping = commands.add_parser(
+    mapping = command(
         "map", parents=[policies], help="which rule decides which kinds of request (a decision map)"
     )
     mapping.add_argument("policy", metavar="POLICY", help="policy name, e.g. default")
@@ -168,23 +308,33 @@ def _parser() -> argparse.ArgumentParser:
     mapping.add_argument("--now", metavar="TS", help="evaluation time, RFC 3339 (default: current)")
     mapping.set_defaults(run=_map)
 
-    ev = commands.add_parser("eval", parents=[policies], help="evaluate one request; print JSON")
+    ev = command("eval", parents=[policies], help="evaluate one request; print JSON")
     ev.add_argument("policy", metavar="POLICY", help="policy name, e.g. examples/met-or-worked")
-    ev.add_argument("--input", default="-", metavar="FILE", help="request JSON file, or - (stdin)")
+    ev.add_argument(
+        "--input", metavar="FILE", help="the request as JSON: a file, or - for standard input"
+    )
     ev.add_argument("--now", metavar="TS", help="evaluation time, RFC 3339 (default: current)")
     ev.add_argument("--locale", metavar="L", help="reply locale, e.g. de or pt-BR")
     ev.add_argument("--explain", action="store_true", help="add each rule tried and variables")
     ev.set_defaults(run=_eval)
 
-    serve = commands.add_parser(
+    serve = command(
         "serve", parents=[policies], help="start the HTTP service (settings: HANDSHAKE_*)"
     )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--workers", type=int, help="worker processes (default 1)")
+    serve.epilog_factory = _serve_epilog
     serve.set_defaults(run=_serve)
 
-    openapi = commands.add_parser("openapi", help="write the OpenAPI document (YAML)")
+    playground = command(
+        "playground", parents=[policies], help="edit a policy and a request; see the answer"
+    )
+    playground.add_argument("policy", metavar="POLICY", help="policy name, e.g. default")
+    playground.add_argument("--port", type=int, default=8081, help="port (default 8081)")
+    playground.set_defaults(run=_playground)
+
+    openapi = command("openapi", help="write the OpenAPI document (YAML)")
     openapi.add_argument(
         "--output", type=Path, default=OPENAPI, metavar="FILE", help=f"default: {OPENAPI}"
     )
@@ -193,12 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     openapi.set_defaults(run=_openapi)
 
-    init = commands.add_parser("init", help="start a team policy with a passing test suite")
+    init = command("init", help="start a team policy with a passing test suite")
     init.add_argument("dir", type=Path, metavar="DIR", help="the policy directory to write into")
     init.add_argument("--name", default="team", help="the policy's name (default: team)")
     init.set_defaults(run=_init)
 
-    diff = commands.add_parser(
+    diff = command(
         "diff",
         parents=[policies],
         help="what a change does: evaluate requests at two git revisions and compare",
@@ -214,10 +364,102 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--format", choices=["text", "json"], default="text")
     diff.set_defaults(run=_diff)
 
-    schema = commands.add_parser("schema", help="print a JSON Schema (for editors and clients)")
-    schema.add_argument("what", choices=sorted(SCHEMAS), help="which document")
+    schema = command("schema", help="print a JSON Schema (for editors and clients)")
+    schema.add_argument(
+        "what", nargs="?", choices=list(SCHEMAS), metavar="DOCUMENT", help=" | ".join(SCHEMAS)
+    )
+    written = schema.add_mutually_exclusive_group()
+    written.add_argument(
+        "--write",
+        action="store_true",
+        help=f"write the editors' schemas ({', '.join(EDITOR_SCHEMAS)}) into --dir",
+    )
+    written.add_argument(
+        "--check", action="store_true", help="only compare them with --dir; exit 1 when one differs"
+    )
+    schema.add_argument(
+        "--dir", type=Path, default=SCHEMA_DIR, metavar="DIR", help=f"default: {SCHEMA_DIR}"
+    )
     schema.set_defaults(run=_schema)
     return parser
+
+
+def _serve_epilog() -> str:
+    """`serve`'s examples, exit codes, and every HANDSHAKE_* setting with its default and
+    what it does: from service.settings.Settings, its fields and their docstrings."""
+    lines = [
+        "examples:",
+        "  handshake serve --policies policies",
+        "  HANDSHAKE_API_TOKENS_FILE=tokens handshake serve --host 0.0.0.0 --workers 2",
+        "",
+        "exit codes: 0 once stopped (SIGTERM); 2 bad settings, or policies that do not",
+        "load",
+        "",
+        "environment (an unknown HANDSHAKE_* variable is an error; the flags above win):",
+    ]
+    docs = _field_docs(Settings)
+    for field in msgspec.structs.fields(Settings):
+        default = field.default
+        if default is None or default is msgspec.NODEFAULT:
+            shown = "unset"
+        elif isinstance(default, bool):
+            shown = f"default: {str(default).lower()}"
+        else:
+            shown = f"default: {default}"
+        choices = _choices(field.type)
+        if choices:
+            shown = f"{' | '.join(choices)}; {shown}"
+        lines.append(f"  {PREFIX}{field.name.upper()} ({shown})")
+        if field.name in docs:
+            lines += textwrap.wrap(
+                docs[field.name],
+                width=80,
+                initial_indent=" " * 6,
+                subsequent_indent=" " * 6,
+                break_on_hyphens=False,
+                break_long_words=False,
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _field_docs(struct: type) -> dict[str, str]:
+    """The docstring under each field of a class (`name: type = default` then `\"\"\"…\"\"\"`),
+    read from its source; {} when the source is not there."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(struct)))
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _choices(kind: Any) -> list[str]:
+    """The values a `Literal` allows, also inside `| None`."""
+    if typing.get_origin(kind) is typing.Literal:
+        return [str(value) for value in typing.get_args(kind)]
+    return next((found for a in typing.get_args(kind) if (found := _choices(a))), [])
+
+
+def _nothing_to_test(directory: Path, names: list[str], only: str | None) -> str:
+    """Why `test` ran no case, and what to do."""
+    if only:
+        return f"no test case matches `{only}` (its policy or name) in {directory}"
+    if not names and not policy_files(directory, suites=True):
+        return (
+            f"no policies or test suites in {directory}: point at yours with `--policies DIR`, "
+            f"or start one with `handshake init {directory}`"
+        )
+    return f"no test cases in {directory} (suites are `*_test.yaml` files)"
 
 
 def _settings(args: argparse.Namespace, **flags: Any) -> Settings:
@@ -252,7 +494,7 @@ def _load_failed(directory: Path, problems: list[Problem]) -> NoReturn:
     for problem in problems:
         print(problem, file=sys.stderr)
     count = sum(p.severity == "error" for p in problems)
-    raise CommandError(f"{directory}: {count} problem(s); nothing was evaluated")
+    raise CommandError(f"{directory}: {_count(count, 'problem')}; nothing was evaluated")
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -271,7 +513,7 @@ def _check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem)
         errors = sum(p.severity == "error" for p in exc.problems)
-        print(f"{errors} error(s), {len(exc.problems) - errors} warning(s)")
+        print(f"{_count(errors, 'error')}, {_count(len(exc.problems) - errors, 'warning')}")
         return 1
     untested = set(checked.names) - {case.policy for case in cases} if args.strict else set()
     untested_files = [
@@ -285,7 +527,8 @@ def _check(args: argparse.Namespace) -> int:
     sources = f", {_count(len(webhooks.sources), 'webhook source')}" if webhooks.sources else ""
     print(
         f"{_count(len(checked.names), 'policy', 'policies')}{sources} and "
-        f"{_count(len(cases), 'test case')} in {directory}: no errors, {len(warnings)} warning(s)"
+        f"{_count(len(cases), 'test case')} in {directory}: no errors, "
+        f"{_count(len(warnings), 'warning')}"
     )
     return 1 if args.strict and warnings else 0
 
@@ -355,10 +598,8 @@ def _test(args: argparse.Namespace) -> int:
         out = sys.stdout if args.format == "text" else sys.stderr  # keep json and XML whole
         covered = _print_coverage(coverage, engines[0], args.min_coverage, out)
     if not results:
-        reason = f"no test case matches `{args.filter}`" if args.filter else "no test cases"
         print(
-            f"handshake: error: {reason} in {directory} (suites are `*_test.yaml` files)",
-            file=sys.stderr,
+            f"handshake: error: {_nothing_to_test(directory, names, args.filter)}", file=sys.stderr
         )
     return 1 if failed or not results or not covered else 0
 
@@ -517,6 +758,10 @@ def _shown(value: Any) -> str:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    if args.input is None:  # never wait on a terminal, or on a pipe nobody writes to, unasked
+        raise CommandError(
+            "no request given: `--input FILE`, or `--input -` to read it from standard input"
+        )
     policy_set = _load(_directory(args), _engine(args))
     request = _read_request(args.input)
     now = _timestamp(args.now) if args.now else datetime.now(UTC)
@@ -531,8 +776,48 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
-    schema = msgspec.json.schema(SCHEMAS[args.what])
-    sys.stdout.write(msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n")
+    if args.write or args.check:
+        if args.what is not None:
+            raise CommandError(f"`{args.what}`: --write and --check take no DOCUMENT")
+        return _schema_files(args.dir, check=args.check)
+    if args.what is None:
+        raise CommandError(
+            f"which schema? `handshake schema {'|'.join(SCHEMAS)}`, or --write or --check"
+        )
+    sys.stdout.write(schema_text(args.what))
+    return 0
+
+
+def schema_text(what: str) -> str:
+    """The JSON Schema of a document (`policy`, `suite`, …), as `handshake schema` prints it:
+    generated from its msgspec Struct."""
+    schema = {"$schema": JSON_SCHEMA_DIALECT, **msgspec.json.schema(SCHEMAS[what])}
+    for definition in schema.get("$defs", {}).values():  # docstrings, without their indent
+        if isinstance(definition.get("description"), str):
+            definition["description"] = inspect.cleandoc(definition["description"])
+    return msgspec.json.format(msgspec.json.encode(schema), indent=2).decode() + "\n"
+
+
+def _schema_files(directory: Path, *, check: bool) -> int:
+    stale = []
+    for what in EDITOR_SCHEMAS:
+        path = directory / f"{what}.schema.json"
+        text = schema_text(what)
+        current = path.read_text(encoding="utf-8") if path.is_file() else None
+        if check:
+            if current != text:
+                stale.append(path)
+            continue
+        if current != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    if stale:
+        listed = ", ".join(map(str, stale))
+        print(f"{listed}: out of date: run `handshake schema --write`", file=sys.stderr)
+        return 1
+    if check:
+        print(f"{directory}: up to date")
     return 0
 
 
@@ -541,24 +826,62 @@ def _init(args: argparse.Namespace) -> int:
         raise CommandError(f"--name: `{args.name}` is not a policy name (A-Z a-z 0-9 . _ - and /)")
     scaffold = resources.files("service.scaffold")
     targets = {
-        args.dir / f"{args.name}.yaml": scaffold.joinpath("policy.yaml"),
-        args.dir / f"{args.name}_test.yaml": scaffold.joinpath("suite.yaml"),
+        args.dir / f"{args.name}.yaml": ("policy", scaffold.joinpath("policy.yaml")),
+        args.dir / f"{args.name}_test.yaml": ("suite", scaffold.joinpath("suite.yaml")),
     }
     for target in targets:
         if target.exists():
             raise CommandError(f"{target}: already exists; nothing was written")
-    for target, template in targets.items():
+    schemas = _schemas_for(args.dir)
+    for what in ("policy", "suite"):  # the editors' schemas the files point at
+        path = schemas / f"{what}.schema.json"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(schema_text(what), encoding="utf-8")
+            print(f"wrote {os.path.relpath(path)}")
+    for target, (what, template) in targets.items():
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(template.read_text(encoding="utf-8").format(name=args.name))
+        schema = os.path.relpath(
+            schemas.absolute() / f"{what}.schema.json", target.parent.absolute()
+        )
+        text = template.read_text(encoding="utf-8")
+        target.write_text(text.format(name=args.name, schema=Path(schema).as_posix()))
         print(f"wrote {target}")
     print(f"next: handshake test {args.dir}")
     return 0
 
 
+def _schemas_for(directory: Path) -> Path:
+    """Where the editors' schemas are for a policy directory: the nearest `schemas/` holding
+    them, looking up from it to its git work tree's top; else that top's `schemas/` (or the
+    directory's own, outside git), where `init` writes them."""
+    start = directory.absolute()
+    top = None
+    for folder in (start, *start.parents):
+        if (folder / SCHEMA_DIR / "policy.schema.json").is_file():
+            return folder / SCHEMA_DIR
+        if (folder / ".git").exists():
+            top = folder
+            break
+    return (top or start) / SCHEMA_DIR
+
+
 def _diff(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    if not directory.is_dir():
+        raise CommandError(
+            f"{directory}: no such policy directory; name yours with `--policies DIR` "
+            "(or HANDSHAKE_POLICIES)"
+        )
+    inside = git(directory, "rev-parse", "--is-inside-work-tree")
+    if inside is None or inside.strip() != "true":
+        raise CommandError(
+            f"{directory}: not in a git work tree; `diff` compares git revisions, so run it "
+            "in a clone of the policies' repository"
+        )
     try:
         report = diff(
-            _directory(args),
+            directory,
             args.rev_a,
             args.rev_b,
             requests=args.requests,
@@ -578,6 +901,24 @@ def _serve(args: argparse.Namespace) -> int:
     from service.server import serve  # the web stack loads only for this command
 
     return serve(_settings(args, host=args.host, port=args.port, workers=args.workers))
+
+
+def _playground(args: argparse.Namespace) -> int:
+    import uvicorn  # the web stack loads only for this command
+
+    from service.playground import Playground, playground_app
+
+    if not POLICY_NAME.match(args.policy):
+        raise CommandError(f"`{args.policy}` is not a policy name (A-Z a-z 0-9 . _ - and /)")
+    playground = Playground(_directory(args), args.policy)
+    print(f"playground: http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        uvicorn.run(
+            playground_app(playground), host="127.0.0.1", port=args.port, log_level="warning"
+        )
+    finally:
+        playground.close()
+    return 0
 
 
 def _openapi(args: argparse.Namespace) -> int:
