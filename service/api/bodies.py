@@ -25,8 +25,23 @@ def decode_payload(raw: bytes) -> Any:
 
 
 def decode_evaluate_body(raw: bytes) -> EvaluateBody:
-    """The body of `POST /evaluate`; raises `InputError`."""
-    return decode_json(raw, EvaluateBody)
+    """The body of `POST /evaluate`; raises `InputError`, which says to wrap a bare connection
+    request (`{"requester": …}`, as examples/requests holds them) in `{"request": …}`."""
+    try:
+        return decode_json(raw, EvaluateBody)
+    except InputError as exc:
+        if exc.path is None and exc.at is None and _bare_request(raw):
+            hint = '; this is a connection request: send it as {"request": <it>}'
+            raise InputError(exc.message + hint) from None
+        raise
+
+
+def _bare_request(raw: bytes) -> bool:
+    try:
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(data, dict) and "requester" in data and "request" not in data
 
 
 class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -291,3 +291,12 @@ def test_the_engine_setting_does_not_change_the_answer(client: Client) -> None:
         reference = ref.post("/evaluate", json=body)
     assert fast.status_code == reference.status_code == 200
     assert fast.content == reference.content
+
+
+def test_a_bare_request_is_told_to_be_wrapped(client: Client) -> None:
+    """examples/requests holds connection requests; posted as they are, the answer says how."""
+    body = problem(client.post("/evaluate", json=sample()), 400, "invalid-request")
+    assert body["detail"] == (
+        "object contains unknown field `id`; this is a connection request: send it as "
+        '{"request": <it>}'
+    )
