@@ -23,7 +23,7 @@ from service.settings import Settings, SettingsError
 from tests.api.conftest import Log, app_for
 from tests.api.server import running_server
 from tests.conftest import POLICIES, bundled_policies
-from tests.unit.test_diff import commit, sh
+from tests.unit.test_diff import commit, git_repo
 
 KEY = "capture-key-0123456789abcdef"
 PENDING = POLICIES.parent / "examples" / "pending-requests.jsonl"
@@ -151,9 +151,7 @@ def test_captured_lines_replay_through_diff_to_the_same_changes(tmp_path: Path) 
     # A change of policy, judged on the recorded requests and on their captured copies.
     repo = tmp_path / "repo"
     repo.mkdir()
-    sh(repo, "init", "-q", "-b", "main")
-    sh(repo, "config", "user.email", "test@example.com")
-    sh(repo, "config", "user.name", "Test")
+    git_repo(repo)
     shutil.copytree(POLICIES, repo / "policies")
     commit(repo, "policies")
     default = repo / "policies" / "default.yaml"

@@ -14,39 +14,19 @@ from service.cli import main
 from service.policy import load_policies
 from service.policy.decision_map import explore
 from tests.browser.conftest import Opened, file_url
+from tests.unit.test_decision_map import PLANTED as DEAD_AND_FAILING
 
 NOW = datetime(2026, 11, 22, 9, tzinfo=UTC)
 HOSTILE = "</script><script>window.pwned = true</script>"
-PLANTED = f"""\
-apiVersion: handshake/v1
-kind: ConnectionPolicy
-params: {{employers: [Acme, "{HOSTILE}"]}}
-rules:
-  - id: dead
-    when: >-
-      request.relationship.mutual_connections > 10 &&
-      request.relationship.mutual_connections < 5
-    decision: accept
-    rationale: never
-  - id: fragile
-    when: request.relationship.shared_employers[0] == "Globex"
-    decision: defer
-    rationale: shared
-  - id: acme
-    when: request.relationship.shared_employers.exists(e, e in params.employers)
-    decision: accept
-    rationale: acme
-  - id: friend
-    when: has(request.relationship.known_via) && request.relationship.known_via == "friend"
-    decision: decline
-    rationale: friend
-default: {{decision: ignore, rationale: none}}
-"""
+PLANTED = DEAD_AND_FAILING.replace(
+    "params: {employers: [Acme]}", f'params: {{employers: [Acme, "{HOSTILE}"]}}'
+)
 
 
 @pytest.fixture
 def planted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     (tmp_path / "policies").mkdir()
+    assert HOSTILE in PLANTED
     (tmp_path / "policies" / "p.yaml").write_text(PLANTED)
     argv = ["map", "p", "--policies", str(tmp_path / "policies"), "--format", "html"]
     assert main([*argv, "--now", NOW.isoformat()]) == 0

@@ -50,11 +50,17 @@ def sh(repo: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, timeout=60)
 
 
+def git_repo(path: Path) -> Path:
+    """A new git work tree at `path`, on `main`, that can commit."""
+    sh(path, "init", "-q", "-b", "main")
+    sh(path, "config", "user.email", "test@example.com")
+    sh(path, "config", "user.name", "Test")
+    return path
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    sh(tmp_path, "init", "-q", "-b", "main")
-    sh(tmp_path, "config", "user.email", "test@example.com")
-    sh(tmp_path, "config", "user.name", "Test")
+    git_repo(tmp_path)
     policies = tmp_path / "policies"
     policies.mkdir()
     (policies / "team.yaml").write_text(POLICY)
@@ -210,9 +216,7 @@ def test_pending_requests_after_a_change_of_mind(
 ) -> None:
     """docs/policy-workflow.md, "Changing your mind": the requests left pending that a
     widened field would now accept, from examples/pending-requests.jsonl."""
-    sh(tmp_path, "init", "-q", "-b", "main")
-    sh(tmp_path, "config", "user.email", "test@example.com")
-    sh(tmp_path, "config", "user.name", "Test")
+    git_repo(tmp_path)
     shutil.copytree(POLICIES, tmp_path / "policies")
     commit(tmp_path, "policies")
     default = tmp_path / "policies" / "default.yaml"
