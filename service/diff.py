@@ -266,6 +266,9 @@ def _tree(
         raise DiffError(f"unknown revision `{revision}`")
     top = Path((git(directory, "rev-parse", "--show-toplevel") or "").strip())
     prefix = (git(directory, "rev-parse", "--show-prefix") or "").strip().rstrip("/")
+    if prefix and git(top, "cat-file", "-e", f"{commit}:{prefix}") is None:
+        label = f"{revision}:{prefix}"
+        raise PolicyError([Problem(file=label, message="no policy directory at this revision")])
     archive = _git_bytes(top, "archive", "--format=tar", commit, "--", prefix or ".")
     with tempfile.TemporaryDirectory(prefix="handshake-diff-") as tmp:
         with tarfile.open(fileobj=io.BytesIO(archive)) as tar:

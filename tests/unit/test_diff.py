@@ -194,6 +194,21 @@ def test_unknown_revision_exits_2(run: Run) -> None:
     assert err == "handshake: error: unknown revision `no-such-branch`\n"
 
 
+def test_a_revision_without_the_policy_directory_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    git_repo(tmp_path)
+    (tmp_path / "README").write_text("policies come later\n")
+    commit(tmp_path, "before the policies")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "team.yaml").write_text(POLICY)
+    commit(tmp_path, "the policies")
+    code = main(["diff", "--policies", str(tmp_path / "policies"), "HEAD~1"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert err.startswith("HEAD~1:policies: no policy directory at this revision\n")
+
+
 def test_a_broken_policy_at_one_revision_exits_2_naming_it(run: Run, repo: Path) -> None:
     change(repo, "decision: accept", "decision: acept")
     commit(repo, "broken")
