@@ -663,7 +663,7 @@ def _print_coverage(
         seen += policy.branches_seen
         total += policy.branches_total
         print(
-            f"  {policy.name}: {policy.cases} case(s); rules {len(policy.matched)}/"
+            f"  {policy.name}: {_count(policy.cases, 'case')}; rules {len(policy.matched)}/"
             f"{len(policy.rules)}, branches {policy.branch_percent:.0f}%, variables "
             f"{policy.variables_evaluated}/{len(policy.variables)}, "
             f"locales {policy.locales_rendered}/{len(policy.locales)}",

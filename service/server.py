@@ -45,7 +45,9 @@ def serve(settings: Settings) -> int:
     except PolicyError as exc:
         for problem in exc.problems:
             log.error("policy_problem", problem=str(problem))
-        log.error("not_started", reason=f"{len(exc.problems)} problem(s) in {settings.policies}")
+        count = len(exc.problems)
+        many = f"{count} problem{'' if count == 1 else 's'}"
+        log.error("not_started", reason=f"{many} in {settings.policies}")
         return 2
     policy_set = active.policy_set
     for warning in (*policy_set.warnings, *active.webhooks.warnings):

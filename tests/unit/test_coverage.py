@@ -99,7 +99,7 @@ def test_the_command_reports_and_enforces_a_minimum(
 ) -> None:
     assert main(["test", "--coverage", str(tree)]) == 0
     out = capsys.readouterr().out
-    assert "  p: 2 case(s); rules 2/4, branches 36%, variables 0/1, locales 0/0" in out
+    assert "  p: 2 cases; rules 2/4, branches 36%, variables 0/1, locales 0/0" in out
     assert "    p.yaml:11:13: `request.requester.has_photo` never true" in out
     assert out.rstrip().endswith("branches: 5/14 (35.7%)")
     assert main(["test", "--coverage", "--min-coverage", "35", str(tree)]) == 0
