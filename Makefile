@@ -74,7 +74,7 @@ openapi: install ## regenerate openapi/openapi.yaml from the app
 
 lock: ## re-pin requirements/*.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 -o requirements/dev.lock
-	uv pip compile pyproject.toml --python-version 3.11 -o requirements/runtime.lock
+	uv pip compile pyproject.toml --extra tracing --python-version 3.11 -o requirements/runtime.lock
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis tools/contract/node_modules
