@@ -23,6 +23,8 @@ def test_serve_answers_and_stops_on_sigterm() -> None:
         odd = httpx.get(f"{url}/health/live", headers=[(b"x-request-id", "é".encode())], timeout=10)
         assert odd.status_code == 200
         assert len(odd.headers["x-request-id"]) == 32
+        (starting,) = [e for e in events_of(process) if e["event"] == "starting"]
+        assert (starting["url"], starting["docs"]) == (url, f"{url}/docs")  # where to go
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why.
     assert process.returncode in (0, -signal.SIGTERM)
 
