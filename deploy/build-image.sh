@@ -36,7 +36,9 @@ version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", 
 revision=$(git rev-parse HEAD 2>/dev/null || true)
 created=$(date -u ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"} +%Y-%m-%dT%H:%M:%SZ)
 origin=$(git remote get-url origin 2>/dev/null | sed -E 's#//[^/@]*@#//#' || true)  # no credentials
-podman build --quiet --format docker --isolation chroot --pull=never --build-arg BASE_IMAGE="$base" \
+# --no-cache: buildah 1.28 reuses a cached LABEL step whose build arguments changed, so the
+# labels would be an earlier build's (seen here).
+podman build --quiet --no-cache --format docker --isolation chroot --pull=never --build-arg BASE_IMAGE="$base" \
   --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
   --build-arg SOURCE="$origin" -f deploy/Dockerfile -t handshake:local . >/dev/null
 label() { podman image inspect --format "{{index .Labels \"org.opencontainers.image.$1\"}}" handshake:local; }
