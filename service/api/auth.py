@@ -22,6 +22,8 @@ from litestar.handlers import BaseRouteHandler
 from service.api.observability import note
 from service.api.problems import problem
 from service.api.scopes import Action, OutOfScope, Scopes, is_clause, parse_scopes
+from service.policy import PolicySet, UnknownPolicyError
+from service.policy.compiled import CompiledPolicy
 from service.settings import Settings, SettingsError, is_placeholder
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "load_tokens",
     "permit",
     "permitted",
+    "policy_for",
     "remember_caller",
     "require_token",
 ]
@@ -102,7 +105,7 @@ def load_tokens(settings: Settings) -> Tokens:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
             raise SettingsError(f"{where}: cannot read: {reason}") from None
         entries += [(f"{where}:{n}", line) for n, line in enumerate(text.splitlines(), 1)]
-    tokens = []
+    tokens: list[tuple[Grant, bytes]] = []
     for where, entry in ((w, e.strip()) for w, e in entries):
         if not entry or entry.startswith("#"):
             continue
@@ -110,6 +113,13 @@ def load_tokens(settings: Settings) -> Tokens:
         if len(fields) > 3:
             raise SettingsError(f"{where}: an entry is `name:token` or `name:token:scopes`")
         name, token, written = ((["", *fields] if len(fields) == 1 else fields) + [""])[:3]
+        if is_clause(token):  # fails closed: never a token that may do everything
+            raise SettingsError(
+                f"{where}: `{token}` is a scope, not a token: scopes follow their token, "
+                "`name:token:evaluate=a/**,read=a/**`, after commas and without spaces"
+            )
+        if len(fields) == 3 and not written:
+            raise SettingsError(f"{where}: `{name}` has an empty list of scopes")
         try:
             scopes = parse_scopes(written) if written else None
         except ValueError as exc:
@@ -119,6 +129,8 @@ def load_tokens(settings: Settings) -> Tokens:
         if is_placeholder(token):
             raise SettingsError(f"{where}: a placeholder token (`REPLACE-WITH-…`): set a real one")
         digest = hashlib.sha256(token.encode()).digest()
+        if any(digest == known for _, known in tokens):
+            raise SettingsError(f"{where}: the same token is listed twice")
         tokens.append((Grant(name or f"token-{digest.hex()[:8]}", scopes), digest))
     if not tokens:
         raise SettingsError(
@@ -200,12 +212,26 @@ def permit(scope: Any, action: Action, policy: str = "") -> None:
 
 def _listed(text: str) -> list[str]:
     """The entries of HANDSHAKE_API_TOKENS: separated by commas or white space, but a scope
-    clause after a comma (`…:evaluate=a/**,read=a/**`) belongs to the entry before it."""
+    clause after a comma (`…:evaluate=a/**,read=a/**`) belongs to the entry before it. A
+    clause anywhere else stays an entry of its own, which `load_tokens` refuses."""
     entries: list[str] = []
     for item in re.split(r"\s+", text):
-        for piece in item.split(","):
-            if entries and entries[-1].count(":") == 2 and is_clause(piece):
+        for position, piece in enumerate(item.split(",")):
+            scoped = bool(entries) and entries[-1].count(":") == 2
+            if position and scoped and is_clause(piece):
                 entries[-1] += "," + piece
             else:
                 entries.append(piece)
     return entries
+
+
+def policy_for(scope: Any, policy_set: PolicySet, action: Action, name: str) -> CompiledPolicy:
+    """The policy `name`, which the caller may `action`: `OutOfScope` before any lookup (a
+    scope does not tell which names exist beyond it), then `UnknownPolicyError`, whose "did
+    you mean" names only policies the caller may `action`."""
+    permit(scope, action, name)
+    try:
+        return policy_set.get(name)
+    except UnknownPolicyError:
+        near = [n for n in policy_set.neighbours(name) if permitted(scope, action, n)]
+        raise UnknownPolicyError(name, near) from None

@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from litestar.plugins.problem_details import ProblemDetailsException
 
-from service.api.auth import caller, permit
+from service.api.auth import caller, policy_for
 from service.api.problems import FieldError, problem
 from service.api.schemas import EvaluateBody
 from service.api.state import AppState
@@ -38,9 +38,8 @@ def evaluate_body(state: AppState, body: EvaluateBody, scope: Any) -> Decision:
     (outside the caller's scopes), then `UnknownPolicyError`, before any work."""
     policy_set = state.policy_set  # one set for the whole evaluation, even during a reload
     name = body.policy or state.settings.default_policy
-    permit(scope, "evaluate", name)
+    policy_for(scope, policy_set, "evaluate", name)
     now = body.now or datetime.now(UTC)
-    policy_set.get(name)
     return timed_evaluation(
         state,
         scope,

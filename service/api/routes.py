@@ -14,7 +14,7 @@ from litestar.params import FromPath
 from litestar.response import Redirect
 from prometheus_client import generate_latest
 
-from service.api.auth import authenticate, permit, permitted, require_token
+from service.api.auth import authenticate, permitted, policy_for, require_token
 from service.api.bodies import InvalidItems, decode_batch, decode_evaluate_body
 from service.api.evaluation import evaluate_body, invalid_body, require_json
 from service.api.observability import note
@@ -169,9 +169,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
     )
     async def get_policy(name: FromPath[str], request: Request[Any, Any, Any]) -> PolicyDetail:
         policy_set = state.policy_set
-        name = name.lstrip("/")
-        permit(request.scope, "read", name)  # before the lookup: a 404 would tell it exists
-        policy = policy_set.get(name)
+        policy = policy_for(request.scope, policy_set, "read", name.lstrip("/"))
         summary = _summary(policy)
         return PolicyDetail(
             revision=policy_set.revision,

@@ -26,6 +26,16 @@ from service.settings import SettingsError
 
 __all__ = ["Tracing", "tracing_wanted"]
 
+_ORIGINAL = "handshake.scope"  # the request as it came, under the copy the span is made of
+_PERSONAL_HEADERS = frozenset((b"user-agent", b"x-forwarded-for", b"forwarded", b"x-real-ip"))
+_SECRET_HEADERS = (
+    "authorization",
+    "cookie",
+    "set-cookie",
+    "webhook-signature",
+    "x-hub-signature-256",
+)
+
 
 def tracing_wanted(environ: Mapping[str, str]) -> bool:
     """Whether the `OTEL_*` variables ask for traces: an exporter other than `none`, or an
@@ -58,12 +68,21 @@ class Tracing:
         self.tracer = self.provider.get_tracer("handshake")
 
     def wrap(self, app: ASGIApp, route_of: Callable[[Scope], str]) -> ASGIApp:
-        """`app` inside a server span per request, the span named by its route at the end."""
+        """`app` inside a server span per request, the span named by its route.
+
+        OpenTelemetry's middleware records what the scope it is given holds, so it is given a
+        copy without what could name someone or carry a secret: no query string, no client
+        address, no user agent; captured headers (OTEL_INSTRUMENTATION_HTTP_CAPTURE_HEADERS_*)
+        have credentials and signatures redacted. The app gets the request as it came."""
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
         trace = self._trace
 
-        async def named(scope: Any, receive: Receive, send: Send) -> None:  # lifespan too
+        async def named(shown: Any, receive: Receive, send: Send) -> None:
+            scope = shown.get(_ORIGINAL, shown)
+            if scope["type"] != "http":  # lifespan: no span, no ids
+                await app(scope, receive, send)
+                return
             span = trace.get_current_span()
             context = span.get_span_context()
             bound = structlog.contextvars.bind_contextvars(
@@ -78,17 +97,31 @@ class Tracing:
                 await send(message)
 
             try:
-                await app(scope, receive, naming if scope["type"] == "http" else send)
+                await app(scope, receive, naming)
             finally:
                 structlog.contextvars.reset_contextvars(**bound)
 
-        middleware = OpenTelemetryMiddleware(
-            named,
-            tracer_provider=self.provider,
-            exclude_spans=["receive", "send"],  # a span per ASGI message: noise, and cost
-            default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),
+        middleware = cast(
+            ASGIApp,
+            OpenTelemetryMiddleware(
+                named,
+                tracer_provider=self.provider,
+                exclude_spans=["receive", "send"],  # a span per ASGI message: noise, and cost
+                default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),
+                http_capture_headers_sanitize_fields=list(_SECRET_HEADERS),
+            ),
         )
-        return cast(ASGIApp, middleware)
+
+        async def redacted(scope: Any, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await middleware(scope, receive, send)
+                return
+            headers = [(k, v) for k, v in scope["headers"] if k not in _PERSONAL_HEADERS]
+            shown: Any = {**scope, "query_string": b"", "client": None, "headers": headers}
+            shown[_ORIGINAL] = scope
+            await middleware(shown, receive, send)
+
+        return redacted
 
     def evaluated(self, evaluate: Callable[[], Decision]) -> Decision:
         """`evaluate()` in a child span `evaluate` that says what was decided."""

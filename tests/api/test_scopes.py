@@ -82,6 +82,11 @@ def test_entries_in_the_variable_keep_their_scopes() -> None:
     [
         (f"x:{OPS}:write=a", "HANDSHAKE_API_TOKENS: `write=a` is not a scope"),
         (f"x:{OPS}:read=a b", "at least 16 characters"),  # after a space: a new entry, `b`
+        # A scope cut from its token never becomes a token that may do everything.
+        (f"x:{OPS}:evaluate=sales/**, read=sales/emea/**", "`read=sales/emea/**` is a scope"),
+        (f"x:{OPS},evaluate=default/**", "`evaluate=default/**` is a scope, not a token"),
+        (f"x:{OPS}:", "`x` has an empty list of scopes"),
+        (f"x:{OPS} y:{OPS}:read=a", "the same token is listed twice"),
         (f"x:{OPS}:read=a:b", "an entry is `name:token` or `name:token:scopes`"),
         (f"x:{OPS}:evaluate=(a|b)", "`(a|b)` is not a policy name pattern"),
     ],
@@ -110,6 +115,19 @@ def test_evaluate_within_scope_only(client: Client, log: Log) -> None:
     )
     unknown = {"policy": "examples/nope", "request": sample()}
     assert client.post("/evaluate", json=unknown, headers=bearer(SALES)).status_code == 404
+    # Within the scope, "did you mean" names only what the token may use: a pattern that
+    # admits `**/near-limits` must not learn `examples/near-limit`, which it does not admit.
+    narrow = f"n:{ADMIN}x:evaluate=**/near-limits,read=**/near-limits"
+    with TestClient(app_for(Settings(policies=str(POLICIES), api_tokens=narrow))) as other:
+        near = {"policy": "examples/near-limits", "request": sample()}
+        answer = other.post("/evaluate", json=near, headers=bearer(ADMIN + "x"))
+        assert answer.json()["detail"] == "unknown policy `examples/near-limits`"
+        answer = other.get("/policies/examples/near-limits", headers=bearer(ADMIN + "x"))
+        assert answer.json()["detail"] == "unknown policy `examples/near-limits`"
+    answer = client.post(
+        "/evaluate", json={**near, "policy": "examples/near-limits"}, headers=bearer(OPS)
+    )
+    assert "did you mean `examples/near-limit`?" in answer.json()["detail"]  # unscoped: helped
     out_of_scope(client.post("/evaluate", json=body, headers=bearer(SCRAPER)))
     assert (
         client.post("/evaluate", json={"request": sample()}, headers=bearer(OPS)).status_code == 200
@@ -160,7 +178,11 @@ def test_a_webhook_source_evaluates_only_within_its_scope(
     log: Log, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EXAMPLE_CRM_WEBHOOK_SECRET", SECRET)
-    assert source_scopes("example-crm=examples/**, example-crm=default") is not None
+    merged = source_scopes("example-crm=examples/**, example-crm=default")
+    assert merged is not None
+    assert merged["example-crm"].allows("evaluate", "default")
+    assert merged["example-crm"].allows("evaluate", "examples/x")
+    assert not merged["example-crm"].allows("evaluate", "other")
     for scopes, allowed in (("example-crm=default", True), ("example-crm=examples/**", False)):
         settings = Settings(policies=str(POLICIES), watch=False, webhook_scopes=scopes)
         with TestClient(app_for(settings)) as client:

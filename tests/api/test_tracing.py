@@ -4,6 +4,7 @@ decided and nothing of the request; every log event of the request carries the t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,3 +128,20 @@ def test_an_unknown_exporter_is_a_setting_error() -> None:
     grpc = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
     with pytest.raises(SettingsError, match="no exporter `otlp_proto_grpc` is installed"):
         Tracing(environ=grpc)
+
+
+def test_the_server_span_holds_nothing_that_names_anyone(
+    traced: tuple[Any, InMemorySpanExporter],
+) -> None:
+    """No query string, client address or user agent; captured headers redacted."""
+    client, exporter = traced
+    headers = {**TRACEPARENT, "user-agent": "Zelda's phone", "x-forwarded-for": "203.0.113.7"}
+    answer = client.post(
+        "/evaluate?email=zelda@example.com", json={"request": sample()}, headers=headers
+    )
+    assert answer.status_code == 200
+    (server,) = [s for s in spans_of(exporter) if s.kind == SpanKind.SERVER]
+    shown = json.dumps(dict(server.attributes or {}))
+    for secret in ("zelda", "Zelda", "203.0.113.7", "testclient"):
+        assert secret not in shown, shown
+    assert server.attributes["http.route"] == "/evaluate"
