@@ -10,7 +10,8 @@ field added to the request later is left out until someone decides how to keep i
   or not, and their length (the text becomes as many `x`);
 - `attributes` keep only the keys `HANDSHAKE_CAPTURE_ATTRIBUTES` names;
 - flags, counts, timestamps, categories (industry, function, region, how they know each
-  other) and the earlier decision are kept as they are.
+  other) and the earlier decision are kept as they are. The categories are short texts the
+  requests' sender fills in: if yours can hold more than a category, leave capture off.
 
 Each line is one `write` to a file opened for appending, so workers that share the file do
 not interleave lines. Past `HANDSHAKE_CAPTURE_MAX_BYTES`, nothing more is written.
@@ -31,7 +32,7 @@ from prometheus_client import Counter
 
 from service.api.observability import Metrics
 from service.policy import ConnectionRequest
-from service.policy.request import Person, Relationship
+from service.policy.request import Person, Previous, Relationship
 from service.settings import Settings, SettingsError, is_placeholder
 
 __all__ = ["Capture", "pseudonymous"]
@@ -155,6 +156,14 @@ def pseudonymous(
             }
         )
 
+    def previous(earlier: Previous) -> dict[str, Any]:
+        return {  # a rule id is the policy's, not the person's
+            "decision": earlier.decision,
+            "decided_at": earlier.decided_at,
+            "rule": earlier.rule,
+            "followed_up": earlier.followed_up,
+        }
+
     captured: dict[str, Any] = {
         "platform": request.platform,
         "received_at": request.received_at,
@@ -162,7 +171,7 @@ def pseudonymous(
         "requester": person(request.requester),
         "recipient": person(request.recipient),
         "relationship": relationship(request.relationship),
-        "previous": request.previous,
+        "previous": previous(request.previous) if request.previous else None,
         "attributes": {k: v for k, v in request.attributes.items() if k in attributes},
     }
     if request.id is not None:

@@ -165,10 +165,10 @@ async def watching(app: Litestar) -> AsyncIterator[None]:
     stop = asyncio.Event()
     watchers = []
     if state.settings.watch:
-        watched = {Path(state.settings.policies): reloader.reload_async}
-        if state.shadow is not None:
-            watched[state.shadow.directory] = reloader.reload_shadow_async
-        watchers = [loop.create_task(_watch(d, reload, stop)) for d, reload in watched.items()]
+        watched = [(Path(state.settings.policies), reloader.reload_async)]
+        if state.shadow is not None:  # (its own watch, even on the same directory)
+            watched.append((state.shadow.directory, reloader.reload_shadow_async))
+        watchers = [loop.create_task(_watch(d, reload, stop)) for d, reload in watched]
     try:
         yield
     finally:

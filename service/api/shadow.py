@@ -14,6 +14,7 @@ are dropped and counted: the shadow must not cost the live path memory or time.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -66,6 +67,7 @@ class Shadow:
     status: ShadowStatus | None = None
     _waiting: deque[_Waiting] = field(default_factory=deque)
     _scheduled: bool = False  # a drain is due
+    _loop: asyncio.AbstractEventLoop | None = None  # the loop it is due on
 
     def __post_init__(self) -> None:
         registry = self.metrics.registry
@@ -131,10 +133,12 @@ class Shadow:
             self.metrics.child(self.outcomes, "dropped").inc()
             return
         self._waiting.append(_Waiting(name, request, now, live))
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a worker runs one loop; tests, several
+            self._loop, self._scheduled = loop, False  # nothing drains on a loop that is gone
         if not self._scheduled:
             self._scheduled = True
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._drain)
+            self._later(loop)
 
     def _drain(self) -> None:
         """Two turns of the loop after the first request waited, so the answers whose decisions
@@ -145,10 +149,15 @@ class Shadow:
                 self._decide(self._waiting.popleft())
         finally:
             if self._waiting:
-                loop = asyncio.get_running_loop()
-                loop.call_soon(loop.call_soon, self._drain)
+                self._later(asyncio.get_running_loop())
             else:
                 self._scheduled = False
+
+    def _later(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A drain two turns of the loop from now, in a context of its own: not in that of
+        the request that happened to schedule it (its request and trace ids)."""
+        context = contextvars.Context()
+        loop.call_soon(lambda: loop.call_soon(self._drain, context=context), context=context)
 
     def _decide(self, waiting: _Waiting) -> None:
         live = waiting.live

@@ -18,7 +18,7 @@ from service.api.capture import pseudonymous
 from service.cli import main
 from service.diff import read_requests
 from service.policy import evaluate
-from service.policy.request import ConnectionRequest, Person, Relationship
+from service.policy.request import ConnectionRequest, Person, Previous, Relationship
 from service.settings import Settings, SettingsError
 from tests.api.conftest import Log, app_for
 from tests.api.server import running_server
@@ -113,6 +113,7 @@ def test_every_field_of_a_request_is_decided_on() -> None:
     assert set(captured) | default_only == set(ConnectionRequest.__struct_fields__)
     assert set(captured["requester"]) == set(Person.__struct_fields__)
     assert set(captured["relationship"]) == set(Relationship.__struct_fields__)
+    assert set(captured["previous"]) | {"rule"} == set(Previous.__struct_fields__)
 
 
 def test_capture_needs_a_real_key(tmp_path: Path, log: Log) -> None:
