@@ -19,7 +19,14 @@ from service.api.auth import load_tokens
 from service.api.capture import Capture
 from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware, route_of
-from service.api.openapi import ASSETS, ContractSwaggerUI, Dumper, contract, swagger_ui_files
+from service.api.openapi import (
+    ASSETS,
+    ContractJson,
+    ContractSwaggerUI,
+    Dumper,
+    contract,
+    swagger_ui_files,
+)
 from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
@@ -96,7 +103,7 @@ def create_app(
             version=__version__,
             description=DESCRIPTION,
             path="/docs",
-            render_plugins=[ContractSwaggerUI()],
+            render_plugins=[ContractSwaggerUI(), ContractJson()],
             tags=[
                 Tag(name="decisions", description="Evaluate connection requests"),
                 Tag(name="webhooks", description="Signed deliveries from other services"),

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import yaml
 from litestar import Litestar, Request
-from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 
 from service.api.auth import SECURITY_SCHEME
 from service.api.problems import Problem
@@ -27,7 +27,7 @@ from service.api.schemas import BatchResult, EvaluateBody, Health, PolicyDetail,
 from service.api.state import ReloadStatus
 from service.policy.decision import Decision
 
-__all__ = ["ASSETS", "ContractSwaggerUI", "Dumper", "contract", "swagger_ui_files"]
+__all__ = ["ASSETS", "ContractJson", "ContractSwaggerUI", "Dumper", "contract", "swagger_ui_files"]
 
 _REF = "#/components/schemas/{name}"
 _SHAPED = frozenset(("properties", "additionalProperties"))  # an object that is not free-form
@@ -97,12 +97,15 @@ def contract(app: Litestar, *, committed: bool = False) -> dict[str, Any]:
             ),
         }
     }
-    required = app.state.handshake.tokens.required
+    state = app.state.handshake
+    required = state.tokens.required
     if committed:  # for the guarded operations, which say nothing of their own
         document["security"] = [{SECURITY_SCHEME: []}, {}]
     for path_item in document["paths"].values():
         for operation in path_item.values():
             guarded = "401" in operation["responses"] and operation["operationId"] != "webhook"
+            if operation["operationId"] == "metrics" and not committed:
+                guarded = state.settings.metrics_require_token
             if not guarded:
                 operation["security"] = []
             elif not committed:
@@ -207,6 +210,13 @@ def swagger_ui_files() -> Path:
     if not locations:
         raise RuntimeError("swagger-ui-py, a dependency, is not installed")
     return Path(next(iter(locations))) / "static"
+
+
+class ContractJson(JsonRenderPlugin):
+    """/docs/openapi.json: the same document as /openapi.json (litestar's own is the raw one)."""
+
+    def render(self, request: Request[Any, Any, Any], openapi_schema: dict[str, Any]) -> bytes:
+        return super().render(request, contract(request.app))
 
 
 class ContractSwaggerUI(SwaggerRenderPlugin):

@@ -225,6 +225,7 @@ def route_handlers(state: AppState) -> list[HTTPRouteHandler]:
         media_type=PROMETHEUS_TEXT,
         guards=[require_token],
         opt={"scope": "metrics"},  # guarded only with `metrics_require_token`
+        responses=responses(None, auth=True),
         operation_id="metrics",
         tags=["health"],
     )

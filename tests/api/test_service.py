@@ -203,3 +203,28 @@ def test_a_keyed_hash_of_the_requester_id_can_correlate_decisions(log: Log) -> N
     assert hashes[0] == hashes[1]
     assert len(hashes[0]) == 64
     assert not [marker for marker in (*MARKERS, "ID-MARKER-5") if marker in log.getvalue()]
+
+
+@pytest.mark.parametrize(
+    ("settings", "evaluate", "metrics"),
+    [
+        (Settings(), [], []),
+        (Settings(api_tokens="t:" + "x" * 16), [{"bearerAuth": []}], []),
+        (
+            Settings(api_tokens="t:" + "x" * 16, metrics_require_token=True),
+            [{"bearerAuth": []}],
+            [{"bearerAuth": []}],
+        ),
+    ],
+)
+def test_the_served_document_asks_for_what_this_server_requires(
+    settings: Settings, evaluate: list[Any], metrics: list[Any], log: Log
+) -> None:
+    settings = msgspec.structs.replace(settings, policies=str(POLICIES), watch=False)
+    with TestClient(app_for(settings)) as client:
+        served = client.get("/openapi.json").json()
+        assert client.get("/docs/openapi.json").json() == served  # one document, both places
+    assert served["paths"]["/evaluate"]["post"]["security"] == evaluate
+    assert served["paths"]["/metrics"]["get"]["security"] == metrics
+    assert served["paths"]["/health/live"]["get"]["security"] == []
+    assert "security" not in served  # no document-wide requirement: each operation says
