@@ -14,6 +14,7 @@ import inspect
 import itertools
 import multiprocessing
 import os
+import socket
 import sys
 import textwrap
 import typing
@@ -199,7 +200,8 @@ you type, check's problems at their lines, or the decision, its trace and the
 reply in each locale. The policy is edited in a scratch copy of the policy
 directory (so `extends` finds its bases): copy it back into your file when done.
 
-exit codes: 0 stopped (Ctrl-C); 1 the port is taken; 2 POLICY is not a policy name
+exit codes: 0 stopped (Ctrl-C); 2 POLICY is not a policy name, no such policy
+directory, or the port is in use
 """,
     "openapi": """\
 exit codes: 0 written (with --check: up to date); 1 with --check, FILE differs
@@ -910,12 +912,19 @@ def _playground(args: argparse.Namespace) -> int:
 
     if not POLICY_NAME.match(args.policy):
         raise CommandError(f"`{args.policy}` is not a policy name (A-Z a-z 0-9 . _ - and /)")
-    playground = Playground(_directory(args), args.policy)
+    directory = _directory(args)
+    if not directory.is_dir():
+        raise CommandError(f"{directory}: no such policy directory; name yours with --policies DIR")
+    with socket.socket() as probe:  # say it in one line, before anything is copied
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError:
+            raise CommandError(f"port {args.port} is in use: choose another with --port") from None
+    playground = Playground(directory, args.policy)
+    app = playground_app(playground, args.port)
     print(f"playground: http://127.0.0.1:{args.port}/ (Ctrl-C to stop)", flush=True)
     try:
-        uvicorn.run(
-            playground_app(playground), host="127.0.0.1", port=args.port, log_level="warning"
-        )
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
     finally:
         playground.close()
     return 0

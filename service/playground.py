@@ -15,9 +15,11 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
-from litestar import Litestar, Response, get, post
+from litestar import Litestar, Request, Response, get, post
+from litestar.config.allowed_hosts import AllowedHostsConfig
 from litestar.enums import MediaType
 
 from service.pages import page
@@ -73,6 +75,7 @@ class Playground:
             big = Problem(file=self.file.name, message="the policy is over 64 KiB")
             return Answer(problems=[big])
         with self._lock:  # one scratch directory: one load at a time
+            self.file.parent.mkdir(parents=True, exist_ok=True)  # a new policy in a new folder
             self.file.write_text(attempt.policy, encoding="utf-8")
             try:
                 policy_set = load_policies(
@@ -104,8 +107,12 @@ class Playground:
         shutil.rmtree(self._scratch, ignore_errors=True)
 
 
-def playground_app(playground: Playground) -> Litestar:
+def playground_app(playground: Playground, port: int) -> Litestar:
+    """The page and its one call. Only this machine's own pages may call it: the Host must
+    be loopback (no DNS rebinding), an Origin this server's, and the body JSON (which a form
+    on another site cannot send without asking first)."""
     sample = SAMPLE_REQUEST.read_text(encoding="utf-8")
+    origins = {f"http://{host}:{port}" for host in ("127.0.0.1", "localhost")}
 
     @get("/", media_type=MediaType.HTML)
     async def index() -> str:
@@ -113,7 +120,14 @@ def playground_app(playground: Playground) -> Litestar:
         return page("playground.html", data)
 
     @post("/attempt", status_code=200)
-    async def attempt(body: bytes) -> Response[bytes]:
+    async def attempt(request: Request[Any, Any, Any], body: bytes) -> Response[bytes]:
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in origins:
+            return Response(
+                b'{"error": "another site may not use the playground"}', status_code=403
+            )
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return Response(b'{"error": "send application/json"}', status_code=415)
         try:
             tried = msgspec.json.decode(body, type=Attempt)
         except msgspec.DecodeError as exc:
@@ -124,6 +138,7 @@ def playground_app(playground: Playground) -> Litestar:
     return Litestar(
         route_handlers=[index, attempt],
         openapi_config=None,
+        allowed_hosts=AllowedHostsConfig(allowed_hosts=[o.split("//")[1] for o in origins]),
         request_max_body_size=4 * MAX_POLICY_BYTES,
         debug=False,
     )

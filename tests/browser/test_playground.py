@@ -72,3 +72,15 @@ def test_a_broken_condition_shows_at_its_line_and_fixed_it_decides(
     page.wait_for_selector('#problems li[data-side="request"]', timeout=10_000)
     assert "has_photo" in page.locator('#problems li[data-side="request"]').inner_text()
     opened.assert_clean()
+
+
+def test_only_this_machines_pages_may_call_it(url: str) -> None:
+    body = b'{"policy": "", "request": "{}"}'
+    json_type = {"content-type": "application/json"}
+    assert httpx.post(f"{url}attempt", content=body, headers=json_type).status_code == 200
+    rebound = {**json_type, "host": "evil.example:8081"}
+    assert httpx.post(f"{url}attempt", content=body, headers=rebound).status_code == 400
+    elsewhere = {**json_type, "origin": "https://evil.example"}
+    assert httpx.post(f"{url}attempt", content=body, headers=elsewhere).status_code == 403
+    form = {"content-type": "text/plain"}  # what a form on another site can send unasked
+    assert httpx.post(f"{url}attempt", content=body, headers=form).status_code == 415
