@@ -4,11 +4,12 @@ answer has gone.
 `HANDSHAKE_SHADOW_POLICIES` names the candidate (a directory: e.g. a second git-sync checkout
 of a branch). It is loaded, watched and reloaded like the live set, and never answers anyone.
 A live decision leaves the request in a bounded queue, decided under the candidate by
-event-loop callbacks once the answers ready by then have been written, so the caller's bytes,
-decision id and latency do not change. A disagreement (another decision, or no such policy in the
+event-loop callbacks once the answers ready by then have been written, so the caller's bytes
+and decision id do not change and no request waits for a shadow decision (they share the
+worker's CPU, in slices of `SLICE_SECONDS`). A disagreement (another decision, or no such policy in the
 candidate) is counted and logged with both rules and revisions, never with personal data.
 Past `MAX_WAITING` requests waiting (a candidate far slower than the live set), the newest
-are dropped and counted: the shadow must not cost the live path memory or time.
+are dropped and counted: the shadow must not cost the live path memory.
 """
 
 from __future__ import annotations
