@@ -6,8 +6,9 @@ of a branch). It is loaded, watched and reloaded like the live set, and never an
 A live decision leaves the request in a bounded queue, decided under the candidate by
 event-loop callbacks once the answers ready by then have been written, so the caller's bytes
 and decision id do not change and no request waits for a shadow decision (they share the
-worker's CPU, in slices of `SLICE_SECONDS`). A disagreement (another decision, or no such policy in the
-candidate) is counted and logged with both rules and revisions, never with personal data.
+worker's CPU, in slices of `SLICE_SECONDS`). A disagreement (another decision, or no such
+policy in the candidate) is counted and logged with both rules and revisions, never with
+personal data.
 Past `MAX_WAITING` requests waiting (a candidate far slower than the live set), the newest
 are dropped and counted: the shadow must not cost the live path memory.
 """
