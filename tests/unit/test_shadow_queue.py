@@ -67,7 +67,8 @@ def captured() -> Iterator[structlog.testing.LogCapture]:
 
 
 def test_a_disagreement_is_logged_without_the_schedulers_ids(
-    captured: structlog.testing.LogCapture, shadow: Shadow  # the capture first: it binds a logger
+    captured: structlog.testing.LogCapture,
+    shadow: Shadow,  # the capture first: it binds a logger
 ) -> None:
     async def a_request() -> None:
         structlog.contextvars.bind_contextvars(request_id="req-0", trace_id="t-0")
