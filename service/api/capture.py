@@ -13,12 +13,14 @@ field added to the request later is left out until someone decides how to keep i
   other) and the earlier decision are kept as they are. The categories are short texts the
   requests' sender fills in: if yours can hold more than a category, leave capture off.
 
-Each line is one `write` to a file opened for appending, so workers that share the file do
-not interleave lines. Past `HANDSHAKE_CAPTURE_MAX_BYTES`, nothing more is written.
+A line is made and written after the answers (afterwards.py), as one `write` to a file opened
+for appending, so workers that share the file do not interleave lines. Past
+`HANDSHAKE_CAPTURE_MAX_BYTES`, nothing more is written.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -30,6 +32,7 @@ from typing import Any
 import msgspec
 from prometheus_client import Counter
 
+from service.api.afterwards import Afterwards
 from service.api.observability import Metrics
 from service.policy import ConnectionRequest
 from service.policy.request import Person, Previous, Relationship
@@ -38,6 +41,7 @@ from service.settings import Settings, SettingsError, is_placeholder
 __all__ = ["Capture", "pseudonymous"]
 
 MIN_KEY_LENGTH = 16
+MAX_WAITING = 1_000  # lines waiting to be written after the answers
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Capture:
     metrics: Metrics
     _fd: int = field(init=False)
     _random: random.Random = field(default_factory=random.Random)
+    _afterwards: Afterwards = field(default_factory=lambda: Afterwards(MAX_WAITING))
 
     def __post_init__(self) -> None:
         try:
@@ -59,7 +64,7 @@ class Capture:
         self.lines = Counter(
             "handshake_captured_requests",
             "Requests written to the capture file, or not (full: past its size limit; "
-            "failed: the write failed)",
+            "failed: the write failed; dropped: too many waiting to be written)",
             ["result"],
             registry=self.metrics.registry,
         )
@@ -87,9 +92,16 @@ class Capture:
     def offer(
         self, policy: str, request: ConnectionRequest, now: datetime, locale: str | None
     ) -> None:
-        """Write the request, pseudonymous, if this decision is sampled."""
+        """Write the request, pseudonymous, after the answers, if this decision is sampled."""
         if self._random.random() >= self.sample:
             return
+        write = functools.partial(self._write, policy, request, now, locale)
+        if not self._afterwards.later(write):
+            self.metrics.child(self.lines, "dropped").inc()
+
+    def _write(
+        self, policy: str, request: ConnectionRequest, now: datetime, locale: str | None
+    ) -> None:
         body: dict[str, Any] = {
             "policy": policy,
             "now": now,

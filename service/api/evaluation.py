@@ -70,13 +70,16 @@ def timed_evaluation(
     structlog.contextvars.bind_contextvars(decision_id=identifier)  # for any fault log
     started = time.perf_counter()
     work = functools.partial(
-        evaluate, policy_set, name, request, now=now, locale=locale, explain=explain
+        evaluate,
+        policy_set,
+        name,
+        request,
+        now=now,
+        locale=locale,
+        explain=explain,
+        identifier=identifier,
     )
-    decision = (
-        work(identifier=identifier)
-        if state.tracing is None
-        else state.tracing.evaluated(functools.partial(work, identifier=identifier))
-    )
+    decision = work() if state.tracing is None else state.tracing.evaluated(work)
     seconds = time.perf_counter() - started
     if state.decision_log.is_enabled_for(logging.INFO):  # else do not build the event
         state.decision_log.info(

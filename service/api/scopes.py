@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
-    "ACTIONS",
     "Action",
     "OutOfScope",
     "Scopes",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 Action = Literal["evaluate", "read", "metrics", "admin"]
-ACTIONS: tuple[Action, ...] = ("evaluate", "read", "metrics", "admin")
 _PATTERN = re.compile(r"^[A-Za-z0-9._/*?-]{1,256}$")
 _CLAUSE = re.compile(r"^(?:(evaluate|read)=(.*)|(metrics|admin))$")
 

@@ -3,22 +3,17 @@ answer has gone.
 
 `HANDSHAKE_SHADOW_POLICIES` names the candidate (a directory: e.g. a second git-sync checkout
 of a branch). It is loaded, watched and reloaded like the live set, and never answers anyone.
-A live decision leaves the request in a bounded queue, decided under the candidate by
-event-loop callbacks once the answers ready by then have been written, so the caller's bytes
-and decision id do not change and no request waits for a shadow decision (they share the
-worker's CPU, in slices of `SLICE_SECONDS`). A disagreement (another decision, or no such
-policy in the candidate) is counted and logged with both rules and revisions, never with
-personal data.
-Past `MAX_WAITING` requests waiting (a candidate far slower than the live set), the newest
-are dropped and counted: the shadow must not cost the live path memory.
+A live decision leaves the request to be decided under the candidate after the answers
+(afterwards.py), so the caller's bytes and decision id do not change and no request waits
+for a shadow decision (they share the worker's CPU). A disagreement (another decision, or no
+such policy in the candidate) is counted and logged with both rules and revisions, never
+with personal data. Past `MAX_WAITING` requests waiting (a candidate far slower than the
+live set), the newest are dropped and counted.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import time
-from collections import deque
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +23,7 @@ from typing import Literal
 import structlog
 from prometheus_client import Counter, Gauge
 
+from service.api.afterwards import Afterwards
 from service.api.observability import Metrics
 from service.policy import ConnectionRequest, Decision, PolicyError, PolicySet
 from service.policy.alternatives import decide
@@ -36,7 +32,6 @@ from service.policy.decision import Instant, Out
 __all__ = ["MAX_WAITING", "Shadow", "ShadowStatus"]
 
 MAX_WAITING = 10_000
-SLICE_SECONDS = 0.002  # then the loop serves others before the shadow goes on
 UNKNOWN_POLICY = "unknown-policy"  # `to` when the candidate has no such policy
 
 
@@ -53,23 +48,13 @@ class ShadowStatus(Out, frozen=True, kw_only=True):
 
 
 @dataclass
-class _Waiting:
-    name: str
-    request: ConnectionRequest
-    now: datetime
-    live: Decision
-
-
-@dataclass
 class Shadow:
     directory: Path
     loader: Callable[[PolicySet | None], PolicySet]  # the set loaded before -> the new one
     metrics: Metrics
     policy_set: PolicySet | None = None
     status: ShadowStatus | None = None
-    _waiting: deque[_Waiting] = field(default_factory=deque)
-    _scheduled: bool = False  # a drain is due
-    _loop: asyncio.AbstractEventLoop | None = None  # the loop it is due on
+    _afterwards: Afterwards = field(default_factory=lambda: Afterwards(MAX_WAITING))
 
     def __post_init__(self) -> None:
         registry = self.metrics.registry
@@ -131,45 +116,17 @@ class Shadow:
         live: Decision,
     ) -> None:
         """Queue a live decision to be made again; on the event loop, after the answers."""
-        if len(self._waiting) >= MAX_WAITING:
+        if not self._afterwards.later(functools.partial(self._decide, name, request, now, live)):
             self.metrics.child(self.outcomes, "dropped").inc()
-            return
-        self._waiting.append(_Waiting(name, request, now, live))
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a worker runs one loop; tests, several
-            self._loop, self._scheduled = loop, False  # nothing drains on a loop that is gone
-        if not self._scheduled:
-            self._scheduled = True
-            self._later(loop)
 
-    def _drain(self) -> None:
-        """Two turns of the loop after the first request waited, so the answers whose decisions
-        were made by then are written first; then a slice of the waiting, and again."""
-        deadline = time.perf_counter() + SLICE_SECONDS
-        try:
-            while self._waiting and time.perf_counter() < deadline:
-                self._decide(self._waiting.popleft())
-        finally:
-            if self._waiting:
-                self._later(asyncio.get_running_loop())
-            else:
-                self._scheduled = False
-
-    def _later(self, loop: asyncio.AbstractEventLoop) -> None:
-        """A drain two turns of the loop from now, in a context of its own: not in that of
-        the request that happened to schedule it (its request and trace ids)."""
-        context = contextvars.Context()
-        loop.call_soon(lambda: loop.call_soon(self._drain, context=context), context=context)
-
-    def _decide(self, waiting: _Waiting) -> None:
-        live = waiting.live
+    def _decide(self, name: str, request: ConnectionRequest, now: datetime, live: Decision) -> None:
         candidate = self.policy_set
         if candidate is None:
             return
         try:
-            policy = candidate.policies.get(waiting.name)
+            policy = candidate.policies.get(name)
             if policy is not None:  # which rule decides is all it needs: no texts
-                rule, to, _ = decide(policy, waiting.request, waiting.now)
+                rule, to, _ = decide(policy, request, now)
             else:
                 rule, to = None, UNKNOWN_POLICY
         except Exception:
@@ -180,12 +137,12 @@ class Shadow:
             self.metrics.child(self.outcomes, "same").inc()
             return
         self.metrics.child(self.outcomes, "different").inc()
-        label = self.metrics.policy_label(waiting.name)
+        label = self.metrics.policy_label(name)
         self.metrics.child(self.disagreements, label, live.decision, to).inc()
         self.log.info(
             "shadow_disagreement",
             decision_id=live.decision_id,
-            policy=waiting.name,
+            policy=name,
             decision=live.decision,
             rule=live.rule,
             revision=live.policy.revision,
