@@ -9,7 +9,8 @@ every error an `InputError` with a JSON path or a line:column (service/policy/re
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Annotated, Any
 
 import msgspec
 
@@ -44,22 +45,18 @@ def _bare_request(raw: bytes) -> bool:
     return isinstance(data, dict) and "requester" in data and "request" not in data
 
 
-class _ValidBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    items: list[EvaluateBody]
-
-
 def decode_batch(
     raw: bytes, batch_body: type[msgspec.Struct], max_items: int
 ) -> list[EvaluateBody]:
-    """The items of `POST /evaluate/batch`; raises `InputError` when the batch is not valid
-    (`batch_body`: how many items), or `InvalidItems` naming every item that is not."""
+    """The items of `POST /evaluate/batch` (`batch_body`, for `max_items`); raises
+    `InputError` when the batch itself is not valid (its fields, how many items), or
+    `InvalidItems` naming every item that is not (msgspec stops at the first)."""
     try:  # the common case, at msgspec's speed: every item is valid
-        items = decode_json(raw, _ValidBatch).items
-        if 1 <= len(items) <= max_items:
-            return items
+        items: list[EvaluateBody] = decode_json(raw, batch_body).items  # type: ignore[attr-defined]
+        return items
     except InputError:
         pass
-    free: list[Any] = decode_json(raw, batch_body).items  # type: ignore[attr-defined]
+    free: list[Any] = decode_json(raw, _free_batch(max_items)).items  # type: ignore[attr-defined]
     decoded, invalid = [], []
     for index, data in enumerate(free):  # each alone: every bad item is named, not the first
         try:
@@ -69,6 +66,15 @@ def decode_batch(
     if invalid:
         raise InvalidItems(invalid)
     return decoded
+
+
+@functools.cache
+def _free_batch(max_items: int) -> type[msgspec.Struct]:
+    """The batch's shape with its items as any JSON: its own errors, apart from the items'."""
+    items = Annotated[list[Any], msgspec.Meta(min_length=1, max_length=max_items)]
+    return msgspec.defstruct(
+        "BatchBody", [("items", items)], frozen=True, kw_only=True, forbid_unknown_fields=True
+    )
 
 
 class InvalidItems(Exception):  # noqa: N818 - a 400 `invalid-request`, as InputError

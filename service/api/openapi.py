@@ -122,14 +122,9 @@ def _for_generators(document: dict[str, Any]) -> None:
     - a default is said in words (`description`), not as `default`: openapi-typescript makes
       every field with a default required, in requests too;
     - a free-form object says `additionalProperties: true` (else `Record<string, never>`);
-    - batch items are `EvaluateBody` (the server checks each on its own, so that one bad item
-      gets its own answer, but a client sends exactly that);
     - `Decision` is `DecisionResult`: a model named like one of its fields shadows it in
       openapi-python-client's `from_dict`."""
     schemas = document["components"]["schemas"]
-    schemas["BatchBody"]["properties"]["items"]["items"] = {
-        "$ref": _REF.format(name="EvaluateBody")
-    }
     schemas["DecisionResult"] = {**schemas.pop("Decision"), "title": "DecisionResult"}
     renamed = {_REF.format(name="Decision"): _REF.format(name="DecisionResult")}
 

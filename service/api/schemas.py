@@ -48,19 +48,9 @@ class EvaluateBody(Base, frozen=True, kw_only=True):
 
 
 def batch_body(max_items: int) -> type[msgspec.Struct]:
-    """`POST /evaluate/batch`'s body, for a configured number of items.
-
-    Items are free-form objects here and validated one by one as `EvaluateBody`, so one bad
-    item gets its own error instead of failing the batch.
-    """
-    item = Annotated[
-        dict[str, Any],
-        msgspec.Meta(
-            title="EvaluateBody",
-            description="One item: the same object as the body of `POST /evaluate`",
-        ),
-    ]
-    items = Annotated[list[item], msgspec.Meta(min_length=1, max_length=max_items)]
+    """`POST /evaluate/batch`'s body, for a configured number of items, each the body of
+    `POST /evaluate`."""
+    items = Annotated[list[EvaluateBody], msgspec.Meta(min_length=1, max_length=max_items)]
     return msgspec.defstruct(
         "BatchBody", [("items", items)], frozen=True, kw_only=True, forbid_unknown_fields=True
     )
