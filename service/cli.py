@@ -17,7 +17,6 @@ import os
 import socket
 import sys
 import textwrap
-import typing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
@@ -56,7 +55,7 @@ from service.policy.model import POLICY_NAME, PolicyDocument
 from service.policy.request import InputError, Timestamp, check_timestamps, decode_request
 from service.policy.suite import Suite, load_suites, run_case
 from service.revision import git, policy_revision
-from service.settings import PREFIX, Settings, SettingsError, load_settings
+from service.settings import CHOICES, PREFIX, Settings, SettingsError, load_settings
 from service.webhook_sources import Webhooks, WebhooksDocument, load_webhooks
 
 __all__ = ["main"]
@@ -408,7 +407,7 @@ def _serve_epilog() -> str:
             shown = f"default: {str(default).lower()}"
         else:
             shown = f"default: {default}"
-        choices = _choices(field.type)
+        choices = CHOICES.get(field.name)
         if choices:
             shown = f"{' | '.join(choices)}; {shown}"
         lines.append(f"  {PREFIX}{field.name.upper()} ({shown})")
@@ -443,13 +442,6 @@ def _field_docs(struct: type) -> dict[str, str]:
         ):
             docs[node.target.id] = " ".join(after.value.value.split())
     return docs
-
-
-def _choices(kind: Any) -> list[str]:
-    """The values a `Literal` allows, also inside `| None`."""
-    if typing.get_origin(kind) is typing.Literal:
-        return [str(value) for value in typing.get_args(kind)]
-    return next((found for a in typing.get_args(kind) if (found := _choices(a))), [])
 
 
 def _nothing_to_test(directory: Path, names: list[str], only: str | None) -> str:

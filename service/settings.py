@@ -16,7 +16,7 @@ import msgspec
 
 from service.policy.errors import did_you_mean
 
-__all__ = ["PREFIX", "Settings", "SettingsError", "is_placeholder", "load_settings"]
+__all__ = ["CHOICES", "PREFIX", "Settings", "SettingsError", "is_placeholder", "load_settings"]
 
 PREFIX = "HANDSHAKE_"
 
@@ -133,8 +133,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         message, _, path = str(exc).partition(" - at `$.")
         field = path.rstrip("`")
         name = PREFIX + field.upper() if path else "settings"
-        if (bad := _BAD_CHOICE.match(message)) and field in _CHOICES:
-            choices = ", ".join(_CHOICES[field])
+        if (bad := _BAD_CHOICE.match(message)) and field in CHOICES:
+            choices = ", ".join(CHOICES[field])
             raise SettingsError(f"{name}: unknown value `{bad[1]}` (one of: {choices})") from None
         raise SettingsError(f"{name}: {message[:1].lower()}{message[1:]}") from None
 
@@ -150,4 +150,4 @@ def _choices(kind: Any) -> list[str]:
 
 
 # The allowed values of each setting that has a fixed set of them.
-_CHOICES = {f.name: c for f in msgspec.structs.fields(Settings) if (c := _choices(f.type))}
+CHOICES = {f.name: c for f in msgspec.structs.fields(Settings) if (c := _choices(f.type))}
