@@ -15,7 +15,7 @@ from litestar.plugins.problem_details import ProblemDetailsPlugin
 from litestar.static_files import create_static_files_router
 
 from service import __version__
-from service.api.auth import load_tokens
+from service.api.auth import load_source_scopes, load_tokens
 from service.api.capture import Capture
 from service.api.lane import EvaluateLane
 from service.api.observability import Metrics, RequestLogMiddleware, route_of
@@ -31,12 +31,11 @@ from service.api.problems import problem_details_config
 from service.api.reload import Reloader, watching
 from service.api.routes import route_handlers
 from service.api.schemas import batch_body
-from service.api.scopes import source_scopes
 from service.api.shadow import Shadow
 from service.api.state import Active, AppState, TokensStatus, load_active, load_candidate
 from service.api.tracing import Tracing, tracing_wanted
 from service.policy import PolicySet
-from service.settings import Settings, SettingsError, load_settings
+from service.settings import Settings, load_settings
 from service.webhook_sources import Webhooks
 
 __all__ = ["create_app"]
@@ -59,10 +58,6 @@ def create_app(
     settings = settings or load_settings()
     metrics = Metrics(settings.metrics_policies)
     tokens = load_tokens(settings)
-    try:
-        sources = source_scopes(settings.webhook_scopes)
-    except ValueError as exc:
-        raise SettingsError(f"HANDSHAKE_WEBHOOK_SCOPES: {exc}") from None
     state = AppState(
         settings,
         active or load_active(settings),
@@ -70,7 +65,7 @@ def create_app(
         batch_body(settings.batch_max_items),
         tokens,
         tokens_status=TokensStatus(status="ok", at=datetime.now(UTC)) if tokens.required else None,
-        source_scopes=sources,
+        source_scopes=load_source_scopes(settings),
         capture=Capture.from_settings(settings, metrics),
         tracing=tracing or (Tracing() if tracing_wanted(os.environ) else None),
     )

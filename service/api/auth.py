@@ -21,7 +21,7 @@ from litestar.handlers import BaseRouteHandler
 
 from service.api.observability import note
 from service.api.problems import problem
-from service.api.scopes import Action, OutOfScope, Scopes, is_clause, parse_scopes
+from service.api.scopes import Action, OutOfScope, Scopes, is_clause, parse_scopes, source_scopes
 from service.policy import PolicySet, UnknownPolicyError
 from service.policy.compiled import CompiledPolicy
 from service.settings import Settings, SettingsError, is_placeholder
@@ -34,8 +34,10 @@ __all__ = [
     "authentication_on",
     "caller",
     "identify",
+    "load_source_scopes",
     "load_tokens",
     "permit",
+    "permit_source",
     "permitted",
     "policy_for",
     "remember_caller",
@@ -207,6 +209,24 @@ def permit(scope: Any, action: Action, policy: str = "") -> None:
         what = f"{action} `{policy}`" if policy else action
         raise OutOfScope(
             f"the token `{grant.name}` may not {what} (its scopes: {grant.scopes.written})"
+        )
+
+
+def load_source_scopes(settings: Settings) -> dict[str, Scopes] | None:
+    """The policies each webhook source may evaluate (HANDSHAKE_WEBHOOK_SCOPES; None: no
+    limit); raises `SettingsError` (one line) for a bad entry."""
+    try:
+        return source_scopes(settings.webhook_scopes)
+    except ValueError as exc:
+        raise SettingsError(f"HANDSHAKE_WEBHOOK_SCOPES: {exc}") from None
+
+
+def permit_source(scopes: dict[str, Scopes] | None, source: str, policy: str) -> None:
+    """`OutOfScope` (403) unless the webhook source may evaluate `policy`: with the setting
+    on, a source it does not name may evaluate none."""
+    if scopes is not None and not (source in scopes and scopes[source].allows("evaluate", policy)):
+        raise OutOfScope(
+            f"the webhook source `{source}` may not evaluate `{policy}` (HANDSHAKE_WEBHOOK_SCOPES)"
         )
 
 

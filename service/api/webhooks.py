@@ -18,12 +18,12 @@ from litestar import Request, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath
 
+from service.api.auth import permit_source
 from service.api.bodies import decode_payload
 from service.api.evaluation import invalid_body, timed_evaluation
 from service.api.observability import note
 from service.api.problems import UNKNOWN_SOURCE, FieldError, problem
 from service.api.responses import responses
-from service.api.scopes import OutOfScope
 from service.api.state import AppState
 from service.policy import Decision
 from service.policy.evaluator import derived_id
@@ -78,15 +78,8 @@ def webhook_route(state: AppState) -> HTTPRouteHandler:
                 code=(exc.reason, "The webhook signature could not be verified"),
                 headers={"WWW-Authenticate": f'Signature realm="webhooks/{source}"'},
             ) from None
-        scopes = state.source_scopes
-        if scopes is not None and not (
-            source in scopes and scopes[source].allows("evaluate", hook.policy)
-        ):
-            note(request.scope, source=source)
-            raise OutOfScope(
-                f"the webhook source `{source}` may not evaluate `{hook.policy}` "
-                "(HANDSHAKE_WEBHOOK_SCOPES)"
-            )
+        note(request.scope, source=source)
+        permit_source(state.source_scopes, source, hook.policy)
         try:
             data = decode_payload(await request.body())
         except InputError as exc:
